@@ -1,0 +1,218 @@
+"""Audio probing: format, rate, channels and duration from file headers, in parallel.
+
+Durations come from headers, never from decoding: a corpus of a million utterances must
+be probed in the time it takes to read a few kilobytes of each file. WAV and FLAC headers
+are parsed here directly (several times cheaper than opening each file through
+libsndfile); everything else goes through soundfile, and containers libsndfile cannot
+read (m4a/mp4/aac) through PyAV.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+# Reject categories shared by every recipe; the text after the colon says what was found.
+EMPTY_FILE = "empty-file"
+TRUNCATED = "truncated"
+NOT_AUDIO = "not-audio"
+MISSING_AUDIO = "missing-audio"
+WRONG_SAMPLE_RATE = "wrong-sample-rate"
+NOT_MONO = "not-mono"
+
+_HEADER_BYTES = 4096
+_WAV_FORMATS = {1: "pcm", 3: "float", 6: "alaw", 7: "ulaw", 0xFFFE: "extensible"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    format: str  # container/codec family: wav, flac, ogg, opus, mp3, m4a
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass(frozen=True)
+class AudioProblem:
+    category: str
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.category}: {self.message}"
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _parse_wav(header: bytes, file_size: int) -> AudioInfo | None:
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    offset = 12
+    channels = sample_rate = block_align = None
+    while offset + 8 <= len(header):
+        chunk_id = header[offset : offset + 4]
+        (chunk_size,) = struct.unpack_from("<I", header, offset + 4)
+        body = offset + 8
+        if chunk_id == b"fmt ":
+            if body + 16 > len(header):
+                return None
+            _fmt, channels, sample_rate, _rate, block_align, _bits = struct.unpack_from("<HHIIHH", header, body)
+        elif chunk_id == b"data":
+            if not (channels and sample_rate and block_align):
+                return None  # data before fmt: unusual, let libsndfile decide
+            available = file_size - body
+            declared = available if chunk_size in (0, 0xFFFFFFFF) else chunk_size
+            if declared > available:
+                raise _Truncated(f"header declares {declared} bytes of audio, the file holds {max(available, 0)}")
+            return AudioInfo("wav", sample_rate, channels, declared // block_align)
+        offset = body + chunk_size + (chunk_size & 1)
+    return None  # chunks beyond the first 4 KB (big LIST/JUNK chunks): fall back
+
+
+def _parse_flac(header: bytes) -> AudioInfo | None:
+    if len(header) < 42 or header[:4] != b"fLaC" or (header[4] & 0x7F) != 0:
+        return None
+    info = header[8:42]
+    sample_rate = (info[10] << 12) | (info[11] << 4) | (info[12] >> 4)
+    channels = ((info[12] >> 1) & 0x07) + 1
+    frames = ((info[13] & 0x0F) << 32) | int.from_bytes(info[14:18], "big")
+    if not sample_rate or not frames:
+        return None  # streamed FLAC without a sample count: ask libsndfile
+    return AudioInfo("flac", sample_rate, channels, frames)
+
+
+def _probe_soundfile(path: str) -> AudioInfo:
+    import soundfile
+
+    info = soundfile.info(path)
+    container = info.format.lower()
+    if container == "ogg" and info.subtype.upper() == "OPUS":
+        container = "opus"
+    return AudioInfo(container, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def _probe_av(path: str) -> AudioInfo:
+    import av
+
+    with av.open(path) as container:
+        streams = container.streams.audio
+        if not streams:
+            raise ValueError("no audio stream")
+        stream = streams[0]
+        rate = stream.rate or stream.codec_context.sample_rate
+        channels = stream.codec_context.channels if hasattr(stream.codec_context, "channels") else stream.channels
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            seconds = container.duration / 1_000_000
+        else:
+            raise ValueError("container reports no duration")
+        return AudioInfo("m4a", int(rate), int(channels), int(round(seconds * rate)))
+
+
+def _format_from_suffix(path: str) -> str:
+    return os.path.splitext(path)[1].lower().lstrip(".")
+
+
+def probe(path: str | os.PathLike) -> AudioInfo | AudioProblem:
+    """Header facts of one audio file, or the reason it cannot be used."""
+    path = os.fspath(path)
+    try:
+        file_size = os.stat(path).st_size
+    except FileNotFoundError:
+        return AudioProblem(MISSING_AUDIO, f"audio file {path} does not exist")
+    except OSError as error:
+        return AudioProblem(NOT_AUDIO, f"cannot stat {path}: {error.strerror}")
+    if file_size == 0:
+        return AudioProblem(EMPTY_FILE, f"{path} is 0 bytes")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(_HEADER_BYTES)
+        info = _parse_wav(header, file_size) or _parse_flac(header)
+        if info is None:
+            if _format_from_suffix(path) in ("m4a", "mp4", "aac"):
+                info = _probe_av(path)
+            else:
+                info = _probe_soundfile(path)
+    except _Truncated as error:
+        return AudioProblem(TRUNCATED, f"{path}: {error}")
+    except Exception as error:  # libsndfile/ffmpeg raise many types; all mean "unusable"
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return AudioProblem(NOT_AUDIO, f"{path} is not readable audio ({message})")
+    if info.frames <= 0:
+        return AudioProblem(EMPTY_FILE, f"{path} holds no audio samples")
+    return info
+
+
+def check_format(info: AudioInfo, path: str, sample_rate: int | None, mono: bool) -> AudioProblem | None:
+    """A corpus contract check: the rate and channel count the corpus promises."""
+    if sample_rate is not None and info.sample_rate != sample_rate:
+        return AudioProblem(WRONG_SAMPLE_RATE, f"{path}: expected {sample_rate} Hz, found {info.sample_rate} Hz")
+    if mono and info.channels != 1:
+        return AudioProblem(NOT_MONO, f"{path}: expected 1 channel, found {info.channels}")
+    return None
+
+
+def _probe_chunk(paths: Sequence[str]) -> list[AudioInfo | AudioProblem]:
+    return [probe(p) for p in paths]
+
+
+def probe_many(
+    paths: Sequence[str | os.PathLike],
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+    chunk_size: int = 512,
+) -> list[AudioInfo | AudioProblem]:
+    """Probe many files; with ``jobs > 1`` in worker processes, results in input order."""
+    paths = [os.fspath(p) for p in paths]
+    if jobs <= 1 or len(paths) < 2 * chunk_size:
+        results = []
+        for start in range(0, len(paths), chunk_size):
+            results.extend(_probe_chunk(paths[start : start + chunk_size]))
+            if progress:
+                progress(min(chunk_size, len(paths) - start))
+        return results
+    chunks = [paths[start : start + chunk_size] for start in range(0, len(paths), chunk_size)]
+    results = []
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for chunk_result in pool.map(_probe_chunk, chunks):
+            results.extend(chunk_result)
+            if progress:
+                progress(len(chunk_result))
+    return results
+
+
+def relative_to_root(path: Path, root: Path) -> str:
+    """A POSIX path relative to the corpus root, as stored in manifests."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def read_opus_head(path: str | os.PathLike) -> AudioInfo | AudioProblem:
+    """Channels and input rate from an Ogg/Opus file's first page (no decoding, no
+    seeking to the end): for corpora whose metadata already gives the duration."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(128)
+    except FileNotFoundError:
+        return AudioProblem(MISSING_AUDIO, f"audio file {path} does not exist")
+    except OSError as error:
+        return AudioProblem(NOT_AUDIO, f"cannot read {path}: {error.strerror}")
+    if not header:
+        return AudioProblem(EMPTY_FILE, f"{path} is 0 bytes")
+    start = header.find(b"OpusHead")
+    if not header.startswith(b"OggS") or start < 0 or start + 16 > len(header):
+        return AudioProblem(NOT_AUDIO, f"{path} is not an Ogg/Opus file (no OggS page with an OpusHead)")
+    channels = header[start + 9]
+    (input_rate,) = struct.unpack_from("<I", header, start + 12)
+    return AudioInfo("opus", input_rate or 48000, channels, 0)
