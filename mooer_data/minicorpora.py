@@ -572,7 +572,7 @@ def make_librispeech(root: Path, synth) -> ExpectedCorpus:
     base = _fresh_dir(Path(root) / "LibriSpeech")
     exp = ExpectedCorpus("librispeech", base)
     speakers = [
-        "; Some speakers (e.g. 445, 1034) are listed in more than one subset.",
+        "; Miniature LibriSpeech fixture: one row per reader present in this tree.",
         ";ID  |SEX| SUBSET           |MINUTES| NAME",
     ] + [f"{i:<5}| {s} | {sub:<17}| {m:>5} | {n}" for i, s, sub, m, n in _LS_SPEAKERS]
     _write_text(base / "SPEAKERS.TXT", _lines(speakers))

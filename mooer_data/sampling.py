@@ -1,7 +1,7 @@
 """Hour-budget sampling: deterministic, order-independent, and cheap on huge manifests.
 
-Every segment gets a rank key, the low 64 bits of MD5("<seed>:<id>") read little-endian
-(DuckDB's ``md5_number_lower``; :func:`rank_key` is the same in Python). Within each
+Every segment gets a rank key: bytes 8–15 of MD5("<seed>:<id>") read as a little-endian
+integer (DuckDB's ``md5_number_lower``; :func:`rank_key` is the same in Python). Within each
 budget group (a source, or the whole pool for ``--hours``) the selection is the shortest
 prefix in rank order whose duration reaches the budget. Because a segment's rank depends
 only on the seed and its own id, row order never matters and, on a grown corpus, the
@@ -87,7 +87,7 @@ class SampleResult:
 
 def rank_key(seed: int, item_id: str) -> int:
     """The rank of an item for a seed (equal to DuckDB ``md5_number_lower(seed||':'||id)``)."""
-    return int.from_bytes(hashlib.md5(f"{seed}:{item_id}".encode()).digest()[:8], "little")
+    return int.from_bytes(hashlib.md5(f"{seed}:{item_id}".encode()).digest()[8:16], "little")
 
 
 def parse_hours_per_source(spec: str) -> dict[str, float]:
