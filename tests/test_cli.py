@@ -1,0 +1,66 @@
+"""The `mooer-data` commands through Typer's runner."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from mooer_data.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_prepare_stats_query_sample(corpus_factory, tmp_path):
+    libri = corpus_factory("librispeech")
+    house = corpus_factory("inhouse")
+    result = invoke("prepare", "librispeech", libri.root, tmp_path / "libri", "-j", "2", "-q")
+    assert result.exit_code == 0, result.output
+    assert f"{len(libri.segments)} segments" in result.output
+    assert invoke("prepare", "inhouse", house.root, tmp_path / "house", "-q").exit_code == 0
+
+    again = invoke("prepare", "librispeech", libri.root, tmp_path / "libri", "-q")
+    assert "already prepared, skipping" in again.output
+
+    stats = invoke("stats", tmp_path / "libri", tmp_path / "house")
+    assert stats.exit_code == 0, stats.output
+    for title in ("segments by source", "segments by language", "segments by split", "segments by label_origin", "rejects by reason"):
+        assert title in stats.output
+    assert "librispeech" in stats.output and "inhouse" in stats.output
+
+    query = invoke("query", "SELECT count(*) AS n FROM segments WHERE split = 'dev'", tmp_path / "libri")
+    dev = sum(1 for s in libri.segments.values() if s.split == "dev")
+    assert query.exit_code == 0 and query.output.splitlines()[-1].strip() == str(dev)
+
+    sampled = invoke(
+        "sample", tmp_path / "libri", tmp_path / "house", "-o", tmp_path / "mix", "--seed", "9",
+        "--hours-per-source", "librispeech=0.001,inhouse=0.005",
+    )
+    assert sampled.exit_code == 0, sampled.output
+    assert "librispeech" in sampled.output and "reached" in sampled.output
+    record = json.loads((tmp_path / "mix" / "sample.json").read_text())
+    assert record["seed"] == 9 and set(record["groups"]) == {"librispeech", "inhouse"}
+    assert pq.read_metadata(tmp_path / "mix" / "segments.parquet").num_rows == record["groups"]["librispeech"]["items"]
+
+
+def test_errors_are_one_clear_line_and_exit_2(tmp_path):
+    result = invoke("prepare", "aishell2", tmp_path, tmp_path / "out")
+    assert result.exit_code == 2
+    assert "expected: CORPUS_DIR/iOS/data" in result.output and "Traceback" not in result.output
+    result = invoke("prepare", "timit", tmp_path, tmp_path / "out")
+    assert result.exit_code == 2 and "expected one of" in result.output
+    result = invoke("sample", tmp_path, "-o", tmp_path / "o", "--seed", "1", "--hours", "1")
+    assert result.exit_code == 2 and "run `mooer-data prepare` first" in result.output
+    result = invoke("query", "SELECT nope FROM segments", tmp_path)
+    assert result.exit_code == 2
+
+
+def test_corpora_lists_every_recipe():
+    result = invoke("corpora")
+    for name in ("aishell2", "librispeech", "wenetspeech", "multi_cn", "aidatatang_200zh", "thchs30", "inhouse"):
+        assert name in result.output
