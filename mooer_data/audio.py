@@ -79,16 +79,85 @@ def _parse_wav(header: bytes, file_size: int) -> AudioInfo | None:
     return None  # chunks beyond the first 4 KB (big LIST/JUNK chunks): fall back
 
 
-def _parse_flac(header: bytes) -> AudioInfo | None:
+def _parse_flac(header: bytes, handle, file_size: int) -> AudioInfo | None:
     if len(header) < 42 or header[:4] != b"fLaC" or (header[4] & 0x7F) != 0:
         return None
     info = header[8:42]
+    max_block = int.from_bytes(info[2:4], "big")
+    max_frame_bytes = int.from_bytes(info[7:10], "big")
     sample_rate = (info[10] << 12) | (info[11] << 4) | (info[12] >> 4)
     channels = ((info[12] >> 1) & 0x07) + 1
     frames = ((info[13] & 0x0F) << 32) | int.from_bytes(info[14:18], "big")
     if not sample_rate or not frames:
         return None  # streamed FLAC without a sample count: ask libsndfile
+    # FLAC's header states the sample count up front, so a cut file still "probes" fine.
+    # The last frame header in the file's tail tells where the audio really ends (a cut
+    # inside the final frame, under one block of samples, is left for the decoder).
+    tail_bytes = min(file_size, 2 * max_frame_bytes + 4096 if max_frame_bytes else 65536)
+    handle.seek(file_size - tail_bytes)
+    end = _flac_last_frame_end(handle.read(tail_bytes), max_block)
+    if end is not None and end < frames:
+        raise _Truncated(f"header declares {frames} samples, the last complete frame ends at sample {end}")
     return AudioInfo("flac", sample_rate, channels, frames)
+
+
+def _crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def _flac_frame_span(data: bytes, pos: int, fixed_block: int) -> tuple[int, int] | None:
+    """(first sample, block size) of a FLAC frame header at ``pos``, if its CRC-8 holds."""
+    if pos + 6 > len(data):
+        return None
+    variable = data[pos + 1] & 1
+    size_code, rate_code = data[pos + 2] >> 4, data[pos + 2] & 0x0F
+    if size_code == 0 or rate_code == 15 or data[pos + 3] & 1:
+        return None
+    cursor = pos + 4
+    # The frame/sample number is UTF-8-style coded: the count of leading 1 bits of the
+    # first byte is the byte length (0 of them: a single byte).
+    lead = data[cursor]
+    ones = 8 - ((~lead) & 0xFF).bit_length()
+    length = 1 if ones == 0 else ones if 2 <= ones <= 7 else 0
+    if length == 0 or cursor + length > len(data):
+        return None
+    number = lead & (0xFF >> (length + 1)) if length > 1 else lead
+    for byte in data[cursor + 1 : cursor + length]:
+        if byte & 0xC0 != 0x80:
+            return None
+        number = (number << 6) | (byte & 0x3F)
+    cursor += length
+    if size_code == 1:
+        block = 192
+    elif 2 <= size_code <= 5:
+        block = 576 << (size_code - 2)
+    elif size_code == 6:
+        block, cursor = data[cursor] + 1 if cursor < len(data) else 0, cursor + 1
+    elif size_code == 7:
+        block, cursor = int.from_bytes(data[cursor : cursor + 2], "big") + 1, cursor + 2
+    else:
+        block = 256 << (size_code - 8)
+    cursor += {12: 1, 13: 2, 14: 2}.get(rate_code, 0)
+    if cursor >= len(data) or _crc8(data[pos:cursor]) != data[cursor]:
+        return None
+    first_sample = number if variable else number * fixed_block
+    return first_sample, block
+
+
+def _flac_last_frame_end(tail: bytes, fixed_block: int) -> int | None:
+    pos = len(tail)
+    while True:
+        pos = max(tail.rfind(b"\xff\xf8", 0, pos), tail.rfind(b"\xff\xf9", 0, pos))
+        if pos < 0:
+            return None
+        span = _flac_frame_span(tail, pos, fixed_block)
+        if span is not None:
+            return span[0] + span[1]
 
 
 def _probe_soundfile(path: str) -> AudioInfo:
@@ -138,7 +207,7 @@ def probe(path: str | os.PathLike) -> AudioInfo | AudioProblem:
     try:
         with open(path, "rb") as handle:
             header = handle.read(_HEADER_BYTES)
-        info = _parse_wav(header, file_size) or _parse_flac(header)
+            info = _parse_wav(header, file_size) or _parse_flac(header, handle, file_size)
         if info is None:
             if _format_from_suffix(path) in ("m4a", "mp4", "aac"):
                 info = _probe_av(path)

@@ -114,3 +114,30 @@ def test_probe_many_in_processes_keeps_order(tmp_path):
     assert serial == parallel
     assert parallel[7].category == MISSING_AUDIO
     assert [round(r.duration, 2) for r in parallel if isinstance(r, AudioInfo)][:3] == [0.1, 0.11, 0.12]
+
+
+@pytest.mark.parametrize("seconds", [1.0, 4.7])
+def test_truncated_flac_is_detected_from_its_last_frame(tmp_path, seconds):
+    # A cut that removes at least one whole frame is caught from the header probe; one
+    # that falls inside the final frame (< 4096 samples lost) is left to the decoder.
+    rng = np.random.default_rng(0)
+    audio = (tone(seconds) + rng.normal(0, 300, int(seconds * 16000))).astype(np.int16)
+    path = tmp_path / "speech.flac"
+    sf.write(path, audio, 16000, format="FLAC")
+    intact = probe(path)
+    assert isinstance(intact, AudioInfo) and intact.frames == audio.size
+    data = path.read_bytes()
+    for keep in (0.5, 0.6):
+        cut = tmp_path / f"cut{keep}.flac"
+        cut.write_bytes(data[: int(len(data) * keep)])
+        result = probe(cut)
+        assert isinstance(result, AudioProblem) and result.category == TRUNCATED, keep
+        assert f"declares {audio.size} samples" in result.message
+
+
+def test_flac_at_other_rates_and_channels(tmp_path):
+    for rate, channels in ((8000, 1), (44100, 2), (48000, 1)):
+        path = tmp_path / f"{rate}-{channels}.flac"
+        sf.write(path, tone(2.5, rate, channels), rate, format="FLAC")
+        info = probe(path)
+        assert (info.sample_rate, info.channels, info.frames) == (rate, channels, sf.info(path).frames)
