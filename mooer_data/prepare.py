@@ -90,36 +90,41 @@ def _prepare_one_part(recipe: Recipe, layout, part: str, context: PrepareContext
 
 
 def _merge_parts(part_dirs: list[Path], out_dir: Path, source: str, roots: dict[str, str]) -> dict[str, int]:
-    """Concatenate the parts' tables; an id seen in an earlier part wins over a later one."""
-    counts: dict[str, int] = {}
+    """Stream the parts' tables into the final ones, row group by row group.
+
+    Ids can only collide across parts when there are several; then an id seen in an
+    earlier part wins and the later copy becomes a reject. A single part (WenetSpeech,
+    whose segments number in the millions) is copied without holding its ids.
+    """
+    check_across_parts = len(part_dirs) > 1
     seen: dict[str, set[str]] = {"recordings": set(), "segments": set()}
     late_duplicates: list[dict] = []
     sinks = {kind: TableSink(out_dir / TABLE_FILES[kind], kind, roots) for kind in TABLE_FILES}
     try:
         for part_dir in part_dirs:
-            for kind in ("recordings", "segments"):
-                table = pq.read_table(part_dir / TABLE_FILES[kind])
-                ids = table.column("id").to_pylist()
-                clash = [i for i in ids if i in seen[kind]]
-                if clash:
-                    table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=pa.array(clash))))
-                    if kind == "segments":
-                        late_duplicates += [
-                            {"source": source, "item": i, "reason": f"{DUPLICATE_ID}: {i} also appears in an earlier part; the first is kept"}
-                            for i in clash
-                        ]
-                seen[kind].update(ids)
-                sinks[kind].add_table(table)
-            sinks["rejects"].add_table(pq.read_table(part_dir / TABLE_FILES["rejects"]))
+            for kind in TABLE_FILES:
+                for batch in pq.ParquetFile(part_dir / TABLE_FILES[kind]).iter_batches(batch_size=65536):
+                    table = pa.Table.from_batches([batch])
+                    if check_across_parts and kind in seen:
+                        ids = table.column("id").to_pylist()
+                        clash = [i for i in ids if i in seen[kind]]
+                        seen[kind].update(ids)
+                        if clash:
+                            table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=pa.array(clash))))
+                            if kind == "segments":
+                                late_duplicates += [
+                                    {"source": source, "item": i, "reason": f"{DUPLICATE_ID}: {i} also appears in an earlier part; the first is kept"}
+                                    for i in clash
+                                ]
+                    sinks[kind].add_table(table)
         sinks["rejects"].add_many(late_duplicates)
-        for kind, sink in sinks.items():
-            counts[kind] = sink.rows_written
+        for sink in sinks.values():
             sink.close()
     except BaseException:
         for sink in sinks.values():
             sink.abort()
         raise
-    return counts
+    return {kind: sink.rows_written for kind, sink in sinks.items()}
 
 
 def prepare_corpus(

@@ -183,3 +183,26 @@ def test_wrong_corpus_dir_says_what_was_expected_and_found(corpus, expected_hint
         prepare_corpus(corpus, tmp_path, tmp_path / "out", PrepareConfig(show_progress=False), log=lambda _: None)
     message = str(error.value)
     assert expected_hint in message and "found:" in message and "some_dir/" in message and "notes.txt" in message
+
+
+def test_an_id_in_two_parts_is_kept_once_and_reported(tmp_path):
+    from mooer_data.manifest import TableSink
+    from mooer_data.prepare import _merge_parts
+
+    def write_part(name, ids):
+        part = tmp_path / name
+        for kind in ("recordings", "segments", "rejects"):
+            with TableSink(part / f"{kind}.parquet", kind, {}) as sink:
+                if kind == "recordings":
+                    sink.add_many({"id": i, "source": "demo", "path": f"{i}.wav"} for i in ids)
+                elif kind == "segments":
+                    sink.add_many({"id": i, "recording_id": i, "source": "demo", "text": name} for i in ids)
+        return part
+
+    parts = [write_part("train", ["demo-a", "demo-b"]), write_part("dev", ["demo-b", "demo-c"])]
+    counts = _merge_parts(parts, tmp_path / "out", "demo", {})
+    segments = pq.read_table(tmp_path / "out" / "segments.parquet").to_pylist()
+    assert [(s["id"], s["text"]) for s in segments] == [("demo-a", "train"), ("demo-b", "train"), ("demo-c", "dev")]
+    rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
+    assert [(r["item"], r["reason"].split(":")[0]) for r in rejects] == [("demo-b", "duplicate-id")]
+    assert counts == {"recordings": 3, "segments": 3, "rejects": 1}
