@@ -76,7 +76,8 @@ def test_same_seed_same_selection_whatever_the_row_order(tmp_path):
     sample_manifests([ordered], tmp_path / "o1", config)
     sample_manifests([shuffled], tmp_path / "o2", config)
     assert selected_ids(tmp_path / "o1") == selected_ids(tmp_path / "o2")
-    assert (tmp_path / "o1/segments.parquet").read_bytes() == (tmp_path / "o2/segments.parquet").read_bytes()
+    sample_manifests([ordered], tmp_path / "o1-again", config)  # a rerun writes the same bytes
+    assert (tmp_path / "o1/segments.parquet").read_bytes() == (tmp_path / "o1-again/segments.parquet").read_bytes()
     sample_manifests([ordered], tmp_path / "o3", SampleConfig(seed=6, hours_per_source={"aishell2": 0.05}))
     assert selected_ids(tmp_path / "o3") != selected_ids(tmp_path / "o1")
 
@@ -129,3 +130,15 @@ def test_budget_errors(tmp_path):
     with pytest.raises(ValueError, match="SOURCE=HOURS"):
         parse_hours_per_source("aishell2:137")
     assert parse_hours_per_source("aishell2=137, librispeech=131") == {"aishell2": 137.0, "librispeech": 131.0}
+
+
+def test_too_tight_candidate_threshold_is_widened(tmp_path, monkeypatch):
+    import mooer_data.sampling as sampling
+
+    corpus = make_corpus(tmp_path / "a", "aishell2", 500)
+    config = SampleConfig(seed=3, hours_per_source={"aishell2": 0.1})
+    sample_manifests([corpus], tmp_path / "normal", config)
+    monkeypatch.setattr(sampling, "CANDIDATE_MARGIN", 0.2)  # candidates now fall short of the budget
+    result = sample_manifests([corpus], tmp_path / "tight", config)
+    assert selected_ids(tmp_path / "tight") == selected_ids(tmp_path / "normal")
+    assert result.groups["aishell2"].reached_hours >= 0.1
