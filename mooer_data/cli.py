@@ -50,18 +50,21 @@ def prepare(
 @app.command()
 def sample(
     manifest_dirs: List[Path] = typer.Argument(..., help="prepared manifest directories"),
-    out_dir: Path = typer.Option(..., "-o", "--out", help="where the selection is written"),
+    out_dir: Optional[Path] = typer.Option(None, "-o", "--out", help="where the selection is written"),
     seed: int = typer.Option(..., "--seed", help="the same seed gives the same selection"),
     hours: Optional[float] = typer.Option(None, "--hours", help="one budget over all sources together"),
     hours_per_source: Optional[str] = typer.Option(None, "--hours-per-source", help="SRC=H,SRC=H,..."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be selected; write nothing"),
 ) -> None:
     """Draw segments (or in-house recordings) by hour budget, deterministically."""
-    from .sampling import SampleConfig, parse_hours_per_source, sample_manifests
+    from .sampling import SampleConfig, parse_hours_per_source, plan_sample, sample_manifests
 
+    if out_dir is None and not dry_run:
+        _fail(ValueError("expected -o/--out OUT_DIR (or --dry-run)"))
     try:
         budgets = parse_hours_per_source(hours_per_source) if hours_per_source else None
         config = SampleConfig(seed=seed, hours=hours, hours_per_source=budgets)
-        result = sample_manifests(manifest_dirs, out_dir, config)
+        result = plan_sample(manifest_dirs, config).result if dry_run else sample_manifests(manifest_dirs, out_dir, config)
     except ValueError as error:
         _fail(error)
     for name, group in sorted(result.groups.items()):
@@ -70,7 +73,10 @@ def sample(
             f"{label:14s} requested {group.requested_hours:10.3f} h  reached {group.reached_hours:10.3f} h  "
             f"({group.items} {group.unit}; {group.available_hours:.3f} h available)"
         )
-    typer.echo(f"{result.segments} segments, {result.recordings} recordings -> {out_dir}")
+    if dry_run:
+        typer.echo("dry run: nothing written")
+    else:
+        typer.echo(f"{result.segments} segments, {result.recordings} recordings -> {out_dir}")
 
 
 @app.command()

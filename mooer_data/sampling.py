@@ -257,18 +257,29 @@ def _merged_roots(dirs: list[ManifestDir]) -> dict[str, str]:
     return roots
 
 
-def sample_manifests(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: SampleConfig) -> SampleResult:
+@dataclass
+class SamplePlan:
+    """What a sample will select (budgets reached, cutoff keys), before any row is written."""
+
+    result: SampleResult
+    cutoffs: dict[str, int | None]
+    segment_sources: list[str]
+    recording_only_sources: list[str]
+    roots: dict[str, str]
+    sampler: "_Sampler"
+
+
+def plan_sample(manifest_dirs: Sequence[Path | str], config: SampleConfig) -> SamplePlan:
+    """Decide the selection: one scan for rank keys, a sort of the candidates. Nothing is
+    written; ``sample_manifests`` (or ``mooer-data sample --dry-run``) builds on this."""
     dirs = open_manifest_dirs(manifest_dirs)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sampler = _Sampler(dirs, config)
     roots = _merged_roots(dirs)
+    sampler = _Sampler(dirs, config)
     result = SampleResult(
         seed=config.seed,
         rank_key="md5_number_lower('<seed>:' || id), shortest prefix reaching the budget",
         inputs=[str(d.path) for d in dirs],
     )
-
     segment_sources = sampler._sources(sampler.segment_files)
     recording_only = [s for s in sampler._sources(sampler.recording_files) if s not in segment_sources]
     if config.hours_per_source is not None:
@@ -280,16 +291,25 @@ def sample_manifests(manifest_dirs: Sequence[Path | str], out_dir: Path | str, c
         [(sampler.segment_files, segment_sources, "segments"), (sampler.recording_files, recording_only, "recordings")],
         result,
     )
+    return SamplePlan(result, cutoffs, segment_sources, recording_only, roots, sampler)
 
+
+def sample_manifests(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: SampleConfig) -> SampleResult:
+    """Write the selection: segments and the recordings they need, plus sample.json."""
+    plan = plan_sample(manifest_dirs, config)
+    sampler, result, cutoffs, roots = plan.sampler, plan.result, plan.cutoffs, plan.roots
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     segments_path = out_dir / SEGMENTS_FILE
     if sampler.segment_files:
-        query = f"SELECT * FROM read_parquet({_sql_list(sampler.segment_files)}) WHERE {sampler.condition(cutoffs, segment_sources)}"
+        condition = sampler.condition(cutoffs, plan.segment_sources)
+        query = f"SELECT * FROM read_parquet({_sql_list(sampler.segment_files)}) WHERE {condition}"
         result.segments = sampler.copy(query, segments_path, "segments", roots)
     if sampler.recording_files:
         used = f"id IN (SELECT recording_id FROM read_parquet({_sql_list([str(segments_path)])}))" if sampler.segment_files else "FALSE"
         query = (
             f"SELECT * FROM read_parquet({_sql_list(sampler.recording_files)}) "
-            f"WHERE {used} OR {sampler.condition(cutoffs, recording_only)}"
+            f"WHERE {used} OR {sampler.condition(cutoffs, plan.recording_only_sources)}"
         )
         result.recordings = sampler.copy(query, out_dir / RECORDINGS_FILE, "recordings", roots)
     (out_dir / SAMPLE_RECORD_FILE).write_text(result.to_json())

@@ -40,8 +40,28 @@ def _is_punctuation_or_symbol(char: str) -> bool:
     return unicodedata.category(char)[0] in "PS"
 
 
+_ASCII_NOT_KEPT = re.compile(r"[^A-Z0-9' ]")
+_ASCII_STRAY_APOSTROPHE = re.compile(r"(?<![A-Z0-9])'")
+
+
+def _normalize_ascii(raw: str) -> str:
+    """The same rules for all-ASCII text (LibriSpeech, most English), without the
+    per-character Unicode lookups: every token is Latin, so tokens join with one space."""
+    text = _THCHS_ARTEFACT.sub(" ", " " + raw)
+    if "[" in text or "<" in text:
+        text = _TAG.sub(" ", text)
+    text = _ASCII_NOT_KEPT.sub(" ", text.upper())
+    if "'" in text:
+        text = _ASCII_STRAY_APOSTROPHE.sub(" ", text)
+    return " ".join(text.split())
+
+
 def normalize_transcript(raw: str) -> str:
     """The ``text`` column from a corpus transcript (``text_raw``)."""
+    return _normalize_ascii(raw) if raw.isascii() else _normalize_general(raw)
+
+
+def _normalize_general(raw: str) -> str:
     text = unicodedata.normalize("NFKC", raw.translate(_CHARACTER_MAP))
     text = _THCHS_ARTEFACT.sub(" ", " " + text)
     text = _TAG.sub(" ", text).upper()

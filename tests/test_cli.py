@@ -43,6 +43,8 @@ def test_prepare_stats_query_sample(corpus_factory, tmp_path):
     )
     assert sampled.exit_code == 0, sampled.output
     assert "librispeech" in sampled.output and "reached" in sampled.output
+    dry = invoke("sample", tmp_path / "libri", "-o", tmp_path / "dry", "--seed", "9", "--hours", "0.001", "--dry-run")
+    assert dry.exit_code == 0 and "dry run: nothing written" in dry.output and not (tmp_path / "dry").exists()
     record = json.loads((tmp_path / "mix" / "sample.json").read_text())
     assert record["seed"] == 9 and set(record["groups"]) == {"librispeech", "inhouse"}
     assert pq.read_metadata(tmp_path / "mix" / "segments.parquet").num_rows == record["groups"]["librispeech"]["items"]

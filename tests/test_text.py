@@ -34,3 +34,23 @@ def test_idempotent_on_its_own_output():
     for raw, _ in GOLDEN:
         once = normalize_transcript(raw)
         assert normalize_transcript(once) == once
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "THE LANTERN SWUNG",
+        "rock 'n' roll",
+        "dogs' bone, DON'T stop!",
+        "well-known [FIL] <SIL> fact",
+        "x l = y",
+        "  tabs\tand   spaces ",
+        "'quoted' words",
+        "19 points, 30%",
+    ],
+)
+def test_ascii_fast_path_equals_the_general_rules(raw):
+    from mooer_data.text import _normalize_ascii, _normalize_general
+
+    assert _normalize_ascii(raw) == _normalize_general(raw)
+    assert _normalize_ascii(raw)  # none of these normalises to nothing
