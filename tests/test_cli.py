@@ -66,3 +66,17 @@ def test_corpora_lists_every_recipe():
     result = invoke("corpora")
     for name in ("aishell2", "librispeech", "wenetspeech", "multi_cn", "aidatatang_200zh", "thchs30", "inhouse"):
         assert name in result.output
+
+
+def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "pipelines" / "mt5k-demo.yaml"
+    result = invoke("demo", "--out", tmp_path, "--recipe", recipe)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "manifests" / "mt5k" / "sample.json").read_text())
+    assert set(record["groups"]) == {"aishell2", "librispeech", "multi_cn", "wenetspeech", "inhouse"}
+    for group in record["groups"].values():
+        assert group["reached_hours"] >= group["requested_hours"] or group["reached_hours"] == group["available_hours"]
+    assert "segments by source" in result.output and "rejects by reason" in result.output
+    assert "demo finished" in result.output
