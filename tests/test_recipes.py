@@ -206,3 +206,18 @@ def test_an_id_in_two_parts_is_kept_once_and_reported(tmp_path):
     rejects = pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()
     assert [(r["item"], r["reason"].split(":")[0]) for r in rejects] == [("demo-b", "duplicate-id")]
     assert counts == {"recordings": 3, "segments": 3, "rejects": 1}
+
+
+def test_an_id_with_a_dot_is_rejected_not_written(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "7" / "8"
+    chapter.mkdir(parents=True)
+    for utt in ("7-8-0000", "7-8-00.01"):
+        sf.write(chapter / f"{utt}.flac", np.zeros(1600, dtype=np.int16) + 3, 16000)
+    (chapter / "7-8.trans.txt").write_text("7-8-0000 HELLO\n7-8-00.01 WORLD\n")
+    prepare_corpus("librispeech", tmp_path / "LibriSpeech", tmp_path / "out", PrepareConfig(show_progress=False), log=lambda _: None)
+    assert [r["id"] for r in pq.read_table(tmp_path / "out/segments.parquet").to_pylist()] == ["librispeech-7-8-0000"]
+    rejects = pq.read_table(tmp_path / "out/rejects.parquet").to_pylist()
+    assert [(r["item"], r["reason"].split(":")[0]) for r in rejects] == [("librispeech-7-8-00.01", "bad-id")]

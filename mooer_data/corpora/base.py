@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..audio import AudioProblem, check_format, probe_many, relative_to_root
-from ..manifest import TableSink, check_id
+from ..manifest import ID_PATTERN, TableSink
 from ..text import normalize_transcript
 
 # Reject categories for transcripts (audio categories live in mooer_data.audio).
@@ -21,6 +21,7 @@ KNOWN_BAD = "known-bad"
 BAD_LINE = "bad-line"
 BAD_SEGMENT = "bad-segment"
 NOT_EXTRACTED = "not-extracted"
+BAD_ID = "bad-id"
 MISSING_AUDIO = "missing-audio"
 
 
@@ -141,7 +142,11 @@ def write_utterances(collection: PartCollection, context: PrepareContext, writer
                 }
             )
             continue
-        check_id(segment_id, context.source)
+        if not ID_PATTERN.match(segment_id):
+            writers.rejects.add(
+                {"source": context.source, "item": segment_id, "reason": f"{BAD_ID}: {segment_id!r} has characters outside [A-Za-z0-9_-]"}
+            )
+            continue
         writers.recordings.add(
             {
                 "id": segment_id,
