@@ -118,6 +118,131 @@ def corpora() -> None:
         typer.echo(f"{name:18s} {recipe.description}")
 
 
+def _parse_rate(rate: Optional[str]) -> float | None:
+    if rate is None:
+        return None
+    value = rate.strip().removesuffix("/s")
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise ValueError(f"expected a rate like 20/s or 20, found {rate!r}") from None
+    if parsed <= 0:
+        raise ValueError(f"expected a positive rate, found {rate!r}")
+    return parsed
+
+
+def _parse_settings(settings: Optional[List[str]]) -> dict[str, dict]:
+    """``--set local.engine=funasr`` -> {"local": {"engine": "funasr"}}."""
+    options: dict[str, dict] = {}
+    for setting in settings or []:
+        key, sep, value = setting.partition("=")
+        provider, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise ValueError(f"expected --set PROVIDER.KEY=VALUE, found {setting!r}")
+        options.setdefault(provider, {})[name] = value
+    return options
+
+
+@app.command()
+def pseudolabel(
+    manifest_dir: Path = typer.Argument(..., help="a manifest directory (e.g. a sample with in-house recordings)"),
+    provider: str = typer.Option(..., "--provider", help="tencent, aliyun, openai or local"),
+    fallback: Optional[List[str]] = typer.Option(None, "--fallback", help="providers to try next, in order (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="output directory (default: MANIFEST_DIR-pseudo)"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1, help="requests in flight per provider"),
+    rate: Optional[str] = typer.Option(None, "--rate", help="requests per second per provider, e.g. 20/s"),
+    verify_with: Optional[str] = typer.Option(None, "--verify-with", help="a second provider; agreement (CER/WER) is flagged"),
+    language: str = typer.Option("zh", "--language", help="language hint for audio whose language is unknown"),
+    stager_url_prefix: Optional[str] = typer.Option(None, "--stager-url-prefix", help="URL serving the corpus root (URL-only services)"),
+    settings: Optional[List[str]] = typer.Option(None, "--set", help="provider options: PROVIDER.KEY=VALUE"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be sent and the cost estimate; send nothing"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """ASR labels for every recording or segment without text."""
+    from .providers.errors import ProviderError
+    from .pseudolabel import PseudolabelConfig
+    from .pseudolabel import pseudolabel as run_pseudolabel
+
+    try:
+        config = PseudolabelConfig(
+            provider=provider, fallbacks=tuple(fallback or ()), concurrency=concurrency, rate=_parse_rate(rate),
+            dry_run=dry_run, verify_with=verify_with, language=language, stager_url_prefix=stager_url_prefix,
+            provider_options=_parse_settings(settings), show_progress=not quiet,
+        )
+        run_pseudolabel(manifest_dir, out or manifest_dir.with_name(manifest_dir.name + "-pseudo"), config, log=typer.echo)
+    except (ValueError, ProviderError) as error:
+        _fail(error)
+
+
+@app.command()
+def translate(
+    manifest_dir: Path = typer.Argument(..., help="a manifest directory with Mandarin text"),
+    provider: str = typer.Option(..., "--provider", help="tencent, baidu, deepl, openai or local"),
+    fallback: Optional[List[str]] = typer.Option(None, "--fallback", help="providers to try next, in order (repeatable)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="output directory (default: MANIFEST_DIR-translated)"),
+    concurrency: Optional[int] = typer.Option(None, "--concurrency", min=1),
+    rate: Optional[str] = typer.Option(None, "--rate", help="requests per second per provider, e.g. 5/s"),
+    settings: Optional[List[str]] = typer.Option(None, "--set", help="provider options: PROVIDER.KEY=VALUE"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Fill `translation` (zh -> en) for segments with Mandarin text."""
+    from .providers.errors import ProviderError
+    from .translate import TranslateConfig, translate_manifest
+
+    try:
+        config = TranslateConfig(
+            provider=provider, fallbacks=tuple(fallback or ()), concurrency=concurrency, rate=_parse_rate(rate),
+            dry_run=dry_run, provider_options=_parse_settings(settings), show_progress=not quiet,
+        )
+        translate_manifest(manifest_dir, out or manifest_dir.with_name(manifest_dir.name + "-translated"), config, log=typer.echo)
+    except (ValueError, ProviderError) as error:
+        _fail(error)
+
+
+@app.command()
+def providers(action: str = typer.Argument("list", help="list | check")) -> None:
+    """What is installed, which credentials are set (never their values), how to configure the rest."""
+    from .providers.status import provider_report
+
+    if action not in ("list", "check"):
+        _fail(ValueError(f"expected 'list' or 'check', found {action!r}"))
+    lines, ok = provider_report(check=action == "check")
+    typer.echo("\n".join(lines))
+    if action == "check" and not ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def emulate(
+    port: int = typer.Option(8765, "--port", help="loopback port"),
+    faults: Optional[str] = typer.Option(None, "--faults", help="e.g. rate_limit=0.05,timeout=0.02,seed=7 or storm=0.2"),
+    oracle: Optional[Path] = typer.Option(None, "--oracle", help="JSON transcripts by audio sha256 and translations by text"),
+    audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="serve this tree at /audio/ (for URL-only services)"),
+    latency: float = typer.Option(0.0, "--latency", help="seconds added to every answer"),
+    rate: Optional[float] = typer.Option(None, "--rate", help="server-side rate limit per provider operation (req/s)"),
+) -> None:
+    """Serve every cloud provider's protocol on loopback (tests, the demo). NOT a real provider."""
+    import time
+
+    from .providers.emulator import build_emulator, client_environment
+
+    try:
+        emulator = build_emulator(oracle=oracle, faults=faults, audio_root=audio_root, latency=latency, rate=rate)
+    except (ValueError, OSError) as error:
+        _fail(error)
+    url = emulator.start(port=port)
+    typer.echo(f"mooer EMULATOR (not a real ASR/MT provider; its labels are not real) listening on {url}")
+    typer.echo("point the adapters at it with:")
+    for name, value in sorted(client_environment(url).items()):
+        typer.echo(f"  export {name}={value}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        emulator.stop()
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="working directory for the demo"),
