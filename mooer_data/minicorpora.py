@@ -141,6 +141,9 @@ class ExpectedCorpus:
     sources: dict[str, Path] = field(default_factory=dict)
     # AISHELL-2 eval-set root when the eval set lives outside `root`.
     eval_root: Path | None = None
+    # in-house: recording id -> [(start s, end s, text, language)] actually spoken in it,
+    # what an emulated ASR service answers (see oracle_for()).
+    spoken: dict[str, list[tuple[float, float, str, str]]] = field(default_factory=dict)
 
     @property
     def n_reject_rows(self) -> int:
@@ -1034,33 +1037,43 @@ def make_inhouse(root: Path, synth) -> ExpectedCorpus:
     s = {t: _say(synth, t, lang) for t, lang in _INHOUSE_SPEECH}
     sp = [s[t] for t, _ in _INHOUSE_SPEECH]
 
-    def add(rel: str, dur: float) -> None:
+    langs = [lang for _, lang in _INHOUSE_SPEECH]
+    texts = [t for t, _ in _INHOUSE_SPEECH]
+
+    def add(rel: str, dur: float, utterance: int | None = None) -> None:
         rid = inhouse_recording_id(rel)
         exp.recordings[rid] = dur
         exp.sources[rid] = base / rel
+        if utterance is not None:
+            exp.spoken[rid] = [(0.0, round(dur, 3), texts[utterance], langs[utterance])]
 
     sync = "meetings/2024.03 weekly sync"
-    add(f"{sync}/standup.wav", _write_audio(base / sync / "standup.wav", sp[0]))
+    add(f"{sync}/standup.wav", _write_audio(base / sync / "standup.wav", sp[0]), 0)
     left = _resample(sp[1], 44100)
     stereo = np.stack([left, (left.astype(np.int32) * 3 // 4).astype(np.int16)], axis=1)
-    add(f"{sync}/hifi_mic.wav", _write_audio(base / sync / "hifi_mic.wav", stereo, sr=44100))
+    add(f"{sync}/hifi_mic.wav", _write_audio(base / sync / "hifi_mic.wav", stereo, sr=44100), 1)
     add("calls/agent-01/call_0001.flac",
-        _write_audio(base / "calls/agent-01/call_0001.flac", sp[2], fmt="FLAC"))
+        _write_audio(base / "calls/agent-01/call_0001.flac", sp[2], fmt="FLAC"), 2)
     add("calls/agent-01/call_0002.opus",
         _write_audio(base / "calls/agent-01/call_0002.opus",
-                     _pad_to(np.concatenate([sp[3], _silence(0.2)]), 160), fmt="OGG"))
-    add("podcasts/episode_01.mp3", _write_audio(base / "podcasts/episode_01.mp3", sp[4], fmt="MP3"))
-    add("podcasts/episode_02.m4a", _write_m4a(base / "podcasts/episode_02.m4a", sp[5]))
+                     _pad_to(np.concatenate([sp[3], _silence(0.2)]), 160), fmt="OGG"), 3)
+    add("podcasts/episode_01.mp3", _write_audio(base / "podcasts/episode_01.mp3", sp[4], fmt="MP3"), 4)
+    add("podcasts/episode_02.m4a", _write_m4a(base / "podcasts/episode_02.m4a", sp[5]), 5)
     # ~40 s lecture: cycle through the utterances with pauses, cut to exactly 40 s.
     pieces, n, i = [], 0, 0
+    lecture_spoken = []
     while n < 40 * SAMPLE_RATE:
-        chunk = np.concatenate([sp[(6 + i) % len(sp)], _silence(0.6)])
+        index = (6 + i) % len(sp)
+        if n + len(sp[index]) <= 40 * SAMPLE_RATE:
+            lecture_spoken.append((round(n / SAMPLE_RATE, 3), round((n + len(sp[index])) / SAMPLE_RATE, 3), texts[index], langs[index]))
+        chunk = np.concatenate([sp[index], _silence(0.6)])
         pieces.append(chunk)
         n += len(chunk)
         i += 1
     lecture = np.concatenate(pieces)[: 40 * SAMPLE_RATE]
     add("lectures/long_lecture.wav", _write_audio(base / "lectures/long_lecture.wav", lecture))
-    add("misc/LOUD.WAV", _write_audio(base / "misc/LOUD.WAV", sp[8]))
+    exp.spoken[inhouse_recording_id("lectures/long_lecture.wav")] = lecture_spoken
+    add("misc/LOUD.WAV", _write_audio(base / "misc/LOUD.WAV", sp[8]), 8)
     _write_bytes(base / "misc/empty.wav", b"")
     exp.rejects["misc/empty.wav"] = "empty-file"
     _write_text(base / "misc/broken.mp3", "this is not an mp3 file, just text\n")
@@ -1173,3 +1186,29 @@ def make_all(root: Path, synth) -> dict[str, ExpectedCorpus]:
     out["inhouse"] = make_inhouse(root / "inhouse", synth)
     out["corrupt"] = make_corrupt_aishell2(root / "corrupt", synth)
     return out
+
+
+def oracle_for(expected: ExpectedCorpus, translations: dict[str, str] | None = None) -> dict:
+    """The emulator's oracle for a generated corpus: what each file really says, keyed by
+    the SHA-256 of its bytes (what an emulated service receives), plus translations."""
+    import hashlib
+
+    audio = {}
+    for recording_id, spoken in expected.spoken.items():
+        digest = hashlib.sha256(Path(expected.sources[recording_id]).read_bytes()).hexdigest()
+        languages = {language for *_, language in spoken}
+        audio[digest] = {
+            "language": languages.pop() if len(languages) == 1 else None,
+            "sentences": [{"start": start, "end": end, "text": text} for start, end, text, _ in spoken],
+        }
+    return {"audio": audio, "translations": dict(translations or DEMO_TRANSLATIONS)}
+
+
+# What the emulated MT services answer for the Mandarin the generators speak.
+DEMO_TRANSLATIONS = {
+    "请大家准时参加周会": "Everyone please attend the weekly meeting on time",
+    "您好，这里是客服中心": "Hello, this is the customer service center",
+    "欢迎收听第二期": "Welcome to episode two",
+    "同学们好，我们开始上课": "Hello everyone, let's begin the class",
+    "声音很大": "The sound is loud",
+}
