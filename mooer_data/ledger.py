@@ -161,9 +161,13 @@ class Ledger:
         self.flush()
         row = self.con.execute(
             """
-            SELECT count(*) FILTER (WHERE state = 'intent'), count(*) FILTER (WHERE state = 'ambiguous'), coalesce(sum(cost), 0)
+            SELECT count(*) FILTER (WHERE state = 'intent'), count(*) FILTER (WHERE state = 'ambiguous'), coalesce(sum(cost), 0),
+                   count(*) FILTER (WHERE state = 'submitted')
             FROM events WHERE task = ?
             """,
             [task],
         ).fetchall()[0]
-        return {"requests": row[0], "ambiguous_submits": row[1], "cost": row[2]}
+        # requests: intents written (each one a request sent or about to be); submitted:
+        # jobs the provider confirmed (paid); ambiguous: submits whose outcome is unknown
+        # (possibly paid: the possible double charges)
+        return {"requests": row[0], "ambiguous_submits": row[1], "cost": row[2], "submitted": row[3]}
