@@ -21,7 +21,7 @@ from .labeling import Outcome, RetryPolicy, Runner, classify_failure, run_items
 from .ledger import LEDGER_FILE, Ledger
 from .manifest import INFO_FILE, TableSink, open_manifest_dirs
 from .providers.base import MtProvider
-from .providers.errors import MalformedResponse, ProviderError, ProviderFatal
+from .providers.errors import AmbiguousSubmit, MalformedResponse, ProviderError, ProviderFatal
 from .pseudolabel import build_provider
 
 TASK = "mt"
@@ -136,7 +136,16 @@ class MtDriver:
                 for item_id in ids[:-1]:
                     ledger.record(item_id, name, TASK, "intent")
                 await ledger.durable(ids[-1], name, TASK, "intent")
-                raw = await runner.call(lambda: provider.translate_raw(runner.client, texts, self.config.source, self.config.target), limiter)
+                try:
+                    raw = await runner.call(lambda: provider.translate_raw(runner.client, texts, self.config.source, self.config.target), limiter)
+                except AmbiguousSubmit as error:
+                    # the request may have been billed; MT has no job to look up, so send again
+                    runner.stats.ambiguous += 1
+                    for item_id in ids:
+                        ledger.record(item_id, name, TASK, "ambiguous", error=classify_failure(error))
+                    if attempt == self.config.policy.attempts:
+                        raise
+                    continue
             cost = provider.estimate_cost(texts)
             runner.stats.cost += cost
             for index, item_id in enumerate(ids[:-1]):

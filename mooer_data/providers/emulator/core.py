@@ -341,7 +341,7 @@ class Emulator:
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
-        thread = threading.Thread(target=self._server.serve_forever, name="mooer-emulator", daemon=True)
+        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="mooer-emulator", daemon=True)
         thread.start()
         self.base_url = f"http://{host}:{self._server.server_address[1]}"
         return self.base_url
