@@ -290,7 +290,13 @@ class Emulator:
         """What a URL-only service does with the staged URL: download it."""
         parsed = urllib.parse.urlparse(url)
         if self.audio_root and parsed.path.startswith("/audio/") and parsed.port == (self._server.server_address[1] if self._server else None):
-            return self._serve_audio(parsed.path).body
+            served = self._serve_audio(parsed.path)
+            if served.status != 200:
+                import io
+                import urllib.error
+
+                raise urllib.error.HTTPError(url, served.status, "not found", {}, io.BytesIO(served.body))
+            return served.body
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test bed
             return response.read()
 
@@ -339,6 +345,7 @@ class Emulator:
     # -- serving -------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         handler = _make_handler(self)
+        ThreadingHTTPServer.request_queue_size = 128  # the default backlog of 5 refuses bursts
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="mooer-emulator", daemon=True)
