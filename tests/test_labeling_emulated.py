@@ -35,7 +35,8 @@ def inhouse(corpus_factory, tmp_path_factory):
 @pytest.fixture()
 def emulator(inhouse, monkeypatch):
     def start(faults: str | None = None, **options):
-        emu = build_emulator(oracle=inhouse[2], faults=faults, hang_seconds=0.6, job_seconds=0.05, **options)
+        options = {"hang_seconds": 0.6, "job_seconds": 0.05, **options}
+        emu = build_emulator(oracle=inhouse[2], faults=faults, **options)
         url = emu.start()
         for name, value in client_environment(url).items():
             monkeypatch.setenv(name, value)

@@ -9,10 +9,12 @@ It is a test bed, and says so: every response carries ``X-Mooer-Emulator: 1`` an
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -292,9 +294,6 @@ class Emulator:
         if self.audio_root and parsed.path.startswith("/audio/") and parsed.port == (self._server.server_address[1] if self._server else None):
             served = self._serve_audio(parsed.path)
             if served.status != 200:
-                import io
-                import urllib.error
-
                 raise urllib.error.HTTPError(url, served.status, "not found", {}, io.BytesIO(served.body))
             return served.body
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback test bed
