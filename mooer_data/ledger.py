@@ -100,14 +100,24 @@ class Ledger:
         )
         if len(self._buffer) >= self._flush_rows:
             self.flush()
+        else:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Inside the event loop, every buffered event reaches disk within flush_interval."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_soon())
 
     async def durable(self, item: str, provider: str, task: str, state: str, **fields) -> None:
         """Record an event and return once it is on disk (batched with other waiters)."""
         self.record(item, provider, task, state, **fields)
         future = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_soon())
+        self._schedule_flush()
         await future
 
     async def _flush_soon(self) -> None:
