@@ -1,0 +1,162 @@
+"""translate through emulated MT providers, verify-with agreement flags, quality
+heuristics, and the providers / emulate commands."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from mooer_data import minicorpora
+from mooer_data.cli import app
+from mooer_data.labeling import RetryPolicy
+from mooer_data.manifest import TableSink
+from mooer_data.providers.emulator import Oracle, build_emulator, client_environment
+from mooer_data.quality import assess, error_rate, has_repetition
+from mooer_data.translate import TranslateConfig, pack, translate_manifest
+
+FAST = RetryPolicy(attempts=10, resubmits=6, base_delay=0.01, max_delay=0.05)
+TEXTS = list(minicorpora.DEMO_TRANSLATIONS)
+
+
+def mandarin_manifest(directory, count=12):
+    rows = []
+    for index in range(count):
+        text = TEXTS[index % len(TEXTS)]
+        rows.append({"id": f"inhouse-x{index:03d}-S0001", "recording_id": f"inhouse-x{index:03d}", "source": "inhouse", "split": "train",
+                     "language": "zh", "start": 0.0, "duration": 2.0, "text": text, "text_raw": text, "label_origin": "pseudo:tencent"})
+    rows.append({"id": "inhouse-en-S0001", "recording_id": "inhouse-en", "source": "inhouse", "language": "en", "start": 0.0,
+                 "duration": 1.0, "text": "HELLO", "text_raw": "hello"})
+    with TableSink(directory / "segments.parquet", "segments", {"inhouse": "/data"}) as sink:
+        sink.add_many(rows)
+    with TableSink(directory / "recordings.parquet", "recordings", {"inhouse": "/data"}):
+        pass
+    return directory
+
+
+@pytest.fixture()
+def emulated(monkeypatch):
+    emulators = []
+
+    def start(faults=None):
+        emu = build_emulator(oracle=Oracle({}, minicorpora.DEMO_TRANSLATIONS), faults=faults, hang_seconds=0.6, job_seconds=0.05)
+        for name, value in client_environment(emu.start()).items():
+            monkeypatch.setenv(name, value)
+        emulators.append(emu)
+        return emu
+
+    yield start
+    for emu in emulators:
+        emu.stop()
+
+
+@pytest.mark.parametrize("provider", ["tencent", "baidu", "deepl", "openai"])
+def test_translate_fills_translations_for_mandarin_only(provider, emulated, tmp_path):
+    emulated()
+    manifest = mandarin_manifest(tmp_path / "in")
+    result = translate_manifest(manifest, tmp_path / "out", TranslateConfig(provider=provider, timeout=5, policy=FAST, show_progress=False),
+                                log=lambda _: None)
+    rows = {r["id"]: r for r in pq.read_table(tmp_path / "out" / "segments.parquet").to_pylist()}
+    assert result.translated == 12 and result.failed == 0
+    for row in rows.values():
+        if row["language"] == "zh":
+            assert row["translation"] == minicorpora.DEMO_TRANSLATIONS[row["text_raw"]]
+    assert rows["inhouse-en-S0001"]["translation"] is None
+
+
+@pytest.mark.parametrize("provider", ["baidu", "deepl", "openai"])
+def test_translate_storm_every_segment_translated_or_rejected(provider, emulated, tmp_path):
+    emulated("storm=0.3,seed=4")
+    manifest = mandarin_manifest(tmp_path / "in", count=30)
+    result = translate_manifest(manifest, tmp_path / "out", TranslateConfig(provider=provider, timeout=0.4, policy=FAST, show_progress=False),
+                                log=lambda _: None)
+    rows = pq.read_table(tmp_path / "out" / "segments.parquet").to_pylist()
+    rejects = {r["item"] for r in pq.read_table(tmp_path / "out" / "rejects.parquet").to_pylist()}
+    translated = {r["id"] for r in rows if r["translation"]}
+    zh = {r["id"] for r in rows if r["language"] == "zh"}
+    assert translated | rejects == zh and not translated & rejects
+    assert result.translated == len(translated)
+    for row in rows:
+        if row["translation"]:  # never matched up by position: each is the right one
+            assert row["translation"] == minicorpora.DEMO_TRANSLATIONS[row["text_raw"]]
+    again = translate_manifest(manifest, tmp_path / "out", TranslateConfig(provider=provider, timeout=5, policy=FAST, show_progress=False),
+                               log=lambda _: None)
+    assert again.translated >= result.translated
+
+
+def test_pack_respects_text_and_character_limits():
+    items = [(f"id{i}", "字" * 30) for i in range(10)]
+    batches = pack(items, max_texts=4, max_chars=100)
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    assert [i for b in batches for i, _ in b] == [i for i, _ in items]
+
+
+def test_quality_heuristics():
+    assert error_rate("今天天气很好", "今天天气不好", "zh") == pytest.approx(1 / 6)
+    assert error_rate("THE CAT SAT", "THE CAT", "en") == pytest.approx(1 / 3)
+    assert has_repetition("谢谢谢谢谢谢谢谢", "zh") and has_repetition("YOU KNOW YOU KNOW YOU KNOW YOU KNOW", "en")
+    assert not has_repetition("今天天气很好我们去公园", "zh")
+    row = assess("x", "谢谢谢谢谢谢谢谢", 0.5, "zh", 0.2, "不对")
+    assert set(row.flags) >= {"low-confidence", "repetition", "disagrees"}
+    fast = assess("y", "一二三四五六七八九十一二三四五六七八九十一二三四五六七八九十", 1.5, "zh", None)
+    assert "cps-out-of-range" in fast.flags
+    assert assess("z", "今天天气很好", 1.5, "zh", 0.9, "今天天气很好").flags == ()
+
+
+def test_verify_with_records_agreement(corpus_factory, tmp_path, monkeypatch):
+    from mooer_data.prepare import PrepareConfig, prepare_corpus
+    from mooer_data.pseudolabel import PseudolabelConfig, pseudolabel
+
+    expected = corpus_factory("inhouse")
+    prepare_corpus("inhouse", expected.root, tmp_path / "in", PrepareConfig(show_progress=False), log=lambda _: None)
+    oracle = minicorpora.oracle_for(expected)
+    emu = build_emulator(oracle=Oracle(oracle["audio"], oracle["translations"]), job_seconds=0.05)
+    for name, value in client_environment(emu.start()).items():
+        monkeypatch.setenv(name, value)
+    try:
+        result = pseudolabel(tmp_path / "in", tmp_path / "out", PseudolabelConfig(provider="tencent", verify_with="openai", timeout=5,
+                             policy=FAST, show_progress=False), log=lambda _: None)
+    finally:
+        emu.stop()
+    quality = pq.read_table(tmp_path / "out" / "quality.parquet").to_pylist()
+    assert len(quality) == result.segments_written
+    # both emulated services answer from the same oracle: they agree everywhere
+    assert all(q["agreement_error"] == pytest.approx(0.0) for q in quality)
+    assert all("disagrees" not in q["flags"] for q in quality)
+
+
+def test_providers_list_and_check_never_print_values(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-value-that-must-not-show-123")
+    monkeypatch.delenv("DEEPL_AUTH_KEY", raising=False)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["providers", "list"])
+    assert listed.exit_code == 0
+    assert "sk-value-that-must-not-show-123" not in listed.output
+    assert "openai" in listed.output and "DEEPL_AUTH_KEY" in listed.output
+    checked = runner.invoke(app, ["providers", "check"])
+    assert checked.exit_code == 1 and "NOT READY" in checked.output
+
+
+def test_emulate_command_announces_itself(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "mooer_data.cli", "emulate", "--port", str(port), "--faults", "rate_limit=0.1"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        banner = process.stdout.readline()
+        assert "EMULATOR" in banner and "not a real" in banner
+        info = httpx.get(f"http://127.0.0.1:{port}/__emulator__").json()
+        assert info["emulator"] is True and set(info["routes"]) == {"tencent", "aliyun", "baidu", "openai", "deepl"}
+        assert json.dumps(info["faults"]) == json.dumps({"rate_limit": 0.1})
+    finally:
+        process.terminate()
+        process.wait()
