@@ -61,7 +61,7 @@ class UnitState:
 
 
 class Ledger:
-    def __init__(self, path: Path, flush_interval: float = 0.02, flush_rows: int = 256):
+    def __init__(self, path: Path, flush_interval: float = 0.05, flush_rows: int = 256):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(self.path))
