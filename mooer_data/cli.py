@@ -221,14 +221,19 @@ def emulate(
     audio_root: Optional[Path] = typer.Option(None, "--audio-root", help="serve this tree at /audio/ (for URL-only services)"),
     latency: float = typer.Option(0.0, "--latency", help="seconds added to every answer"),
     rate: Optional[float] = typer.Option(None, "--rate", help="server-side rate limit per provider operation (req/s)"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="answer audio the oracle lacks with a local engine: pocketsphinx"),
+    engine_language: str = typer.Option("en", "--engine-language", help="language of that engine's answers"),
 ) -> None:
     """Serve every cloud provider's protocol on loopback (tests, the demo). NOT a real provider."""
     import time
 
-    from .providers.emulator import build_emulator, client_environment
+    from .providers.emulator import Oracle, build_emulator, client_environment, local_engine_answer
 
     try:
-        emulator = build_emulator(oracle=oracle, faults=faults, audio_root=audio_root, latency=latency, rate=rate)
+        loaded = Oracle.load(oracle)
+        if engine:
+            loaded.engine = local_engine_answer(engine_language, engine)
+        emulator = build_emulator(oracle=loaded, faults=faults, audio_root=audio_root, latency=latency, rate=rate)
     except (ValueError, OSError) as error:
         _fail(error)
     url = emulator.start(port=port)

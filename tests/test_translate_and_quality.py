@@ -160,3 +160,37 @@ def test_emulate_command_announces_itself(tmp_path):
     finally:
         process.terminate()
         process.wait()
+
+
+def test_emulator_answers_unknown_audio_with_a_local_engine(synth, tmp_path, monkeypatch):
+    import asyncio
+
+    import httpx
+    import soundfile as sf
+
+    from mooer_data.providers.emulator import local_engine_answer
+    from mooer_data.pseudolabel import build_provider
+    from mooer_data.providers.stager import InlineStager
+    from mooer_data.providers.types import AudioItem
+
+    sentence = "the children are playing in the garden"
+    grammar = tmp_path / "g.jsgf"
+    grammar.write_text(f"#JSGF V1.0;\ngrammar g;\npublic <sentence> = {sentence};\n")
+    path = tmp_path / "speech.wav"
+    sf.write(path, synth.speech(sentence, "en"), 16000)
+    emu = build_emulator(oracle=Oracle(engine=local_engine_answer("en", "pocketsphinx", {"jsgf": str(grammar)})), job_seconds=0.01)
+    for name, value in client_environment(emu.start()).items():
+        monkeypatch.setenv(name, value)
+    try:
+        provider = build_provider("asr", "openai")
+        item = AudioItem("inhouse-x", path, sf.info(path).duration, "en")
+
+        async def go():
+            async with httpx.AsyncClient(timeout=30) as client:
+                handle = await provider.submit(client, item, InlineStager().stage(item))
+                return provider.parse(await provider.fetch(client, handle), item)
+
+        transcript = asyncio.run(go())
+    finally:
+        emu.stop()
+    assert transcript.text.strip().lower() == sentence

@@ -53,6 +53,30 @@ def load_routes(providers: list[str] | None = None) -> list:
     return routes
 
 
+def local_engine_answer(language: str = "en", engine: str = "pocketsphinx", options: dict | None = None):
+    """An oracle fallback: transcribe unknown audio with the local ASR provider, so the
+    emulator can serve any corpus (its answers are still labelled as emulated by the route)."""
+    import tempfile
+
+    from ..base import ProviderConfig
+    from ..local_asr import LocalAsr
+    from ..types import AudioItem
+
+    provider = LocalAsr(ProviderConfig("local", options={"engine": engine, **(options or {})}))
+
+    def answer(audio_bytes: bytes) -> dict:
+        with tempfile.NamedTemporaryFile(suffix=".audio") as handle:
+            handle.write(audio_bytes)
+            handle.flush()
+            import soundfile as sf
+
+            duration = sf.info(handle.name).duration
+            result = provider.transcribe(AudioItem(key="emulated", path=Path(handle.name), duration=duration, language=language))
+        return {"language": result["language"], "sentences": [{k: s[k] for k in ("start", "end", "text")} for s in result["sentences"]]}
+
+    return answer
+
+
 def build_emulator(
     oracle: Oracle | Path | None = None,
     faults: FaultPlan | str | None = None,
