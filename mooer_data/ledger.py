@@ -126,10 +126,8 @@ class Ledger:
 
     def flush(self) -> None:
         if self._buffer:
-            table = pa.Table.from_pylist(self._buffer, schema=EVENT_SCHEMA)
-            self.con.register("_pending_events", table)
-            self.con.execute("INSERT INTO events SELECT * FROM _pending_events")
-            self.con.unregister("_pending_events")
+            pending_events = pa.Table.from_pylist(self._buffer, schema=EVENT_SCHEMA)  # noqa: F841 - read by DuckDB by name
+            self.con.execute("INSERT INTO events SELECT * FROM pending_events")
             self._buffer = []
             self.flushes += 1
         waiters, self._waiters = self._waiters, []

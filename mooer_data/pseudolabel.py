@@ -36,7 +36,7 @@ from .providers.errors import (
     ProviderFatal,
 )
 from .providers.registry import provider_class
-from .providers.stager import InlineStager, Stager, UrlPrefixStager
+from .providers.stager import InlineStager, NoStager, Stager, UrlPrefixStager
 from .providers.types import AudioItem, JobHandle, JobStatus, Sentence, Transcript
 from .quality import assess
 from .text import normalize_transcript
@@ -111,6 +111,7 @@ def select_items(manifest_dir: Path, default_language: str) -> tuple[list[AudioI
                 channels=recording["channels"] or 1,
                 format=recording["format"] or "wav",
                 start=segment["start"] or 0.0,
+                whole=not segment["start"] and abs(segment["duration"] - (recording["duration"] or 0.0)) < 1e-3,
             )
         )
     for recording_id in sorted(set(recordings) - covered):
@@ -137,6 +138,8 @@ def build_provider(kind: str, name: str, options: dict | None = None):
 
 def _stager_for(provider: AsrProvider, config: PseudolabelConfig, root: Path | None) -> Stager:
     delivery = provider.capabilities.delivery
+    if "local" in delivery:
+        return NoStager()
     if "url" in delivery and not set(delivery) & {"base64", "multipart", "local"}:
         if not config.stager_url_prefix:
             raise ValueError(

@@ -21,7 +21,7 @@ from .types import AudioItem, StagedAudio
 def read_audio_bytes(audio: AudioItem) -> tuple[bytes, str, str]:
     """(bytes, mime type, file name) of the item: the file itself when it is whole,
     otherwise the cut as a WAV."""
-    if audio.start == 0.0 and _is_whole(audio):
+    if audio.whole:
         data = Path(audio.path).read_bytes()
         suffix = Path(audio.path).suffix.lower().lstrip(".") or "wav"
         return data, f"audio/{'mpeg' if suffix == 'mp3' else suffix}", f"{audio.key}.{suffix}"
@@ -34,16 +34,16 @@ def read_audio_bytes(audio: AudioItem) -> tuple[bytes, str, str]:
     return buffer.getvalue(), "audio/wav", f"{audio.key}.wav"
 
 
-def _is_whole(audio: AudioItem) -> bool:
-    try:
-        return abs(sf.info(str(audio.path)).duration - audio.duration) < 0.05
-    except Exception:
-        return True  # containers libsndfile cannot read (m4a) are only ever sent whole
-
-
 class Stager(abc.ABC):
     @abc.abstractmethod
     def stage(self, audio: AudioItem) -> StagedAudio: ...
+
+
+class NoStager(Stager):
+    """Local engines read the file themselves: nothing to stage."""
+
+    def stage(self, audio: AudioItem) -> StagedAudio:
+        return StagedAudio(filename=Path(audio.path).name)
 
 
 class InlineStager(Stager):

@@ -19,6 +19,7 @@ class AudioItem:
     channels: int = 1
     format: str = "wav"
     start: float = 0.0  # offset into the file when the item is a cut of a longer one
+    whole: bool = True  # the item is the whole file (its bytes can be sent as they are)
 
 
 @dataclass(frozen=True)

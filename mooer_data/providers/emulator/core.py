@@ -375,6 +375,10 @@ def _make_handler(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mooer-emulator"
+        # headers and body leave in one segment: without these, Nagle + delayed ACK add
+        # ~40 ms to every keep-alive answer
+        disable_nagle_algorithm = True
+        wbufsize = 1 << 16
 
         def log_message(self, format: str, *args) -> None:  # quiet: tests and demo read stdout
             pass
