@@ -80,3 +80,8 @@ def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
         assert group["reached_hours"] >= group["requested_hours"] or group["reached_hours"] == group["available_hours"]
     assert "segments by source" in result.output and "rejects by reason" in result.output
     assert "demo finished" in result.output
+    # the sampled in-house audio was pseudo-labelled and the Mandarin translated via the emulator
+    labelled = pq.read_table(tmp_path / "manifests" / "mt5k-labelled" / "segments.parquet").to_pylist()
+    assert any(s["label_origin"] == "pseudo:tencent" for s in labelled)
+    assert all(s["translation"] for s in labelled if s["language"] == "zh")
+    assert "EMULATED" in result.output and "came from the emulator" in result.output
