@@ -194,3 +194,27 @@ def test_emulator_answers_unknown_audio_with_a_local_engine(synth, tmp_path, mon
     finally:
         emu.stop()
     assert transcript.text.strip().lower() == sentence
+
+
+def test_translate_dry_run_sends_nothing(emulated, tmp_path):
+    emu = emulated()
+    manifest = mandarin_manifest(tmp_path / "in")
+    lines = []
+    result = translate_manifest(manifest, tmp_path / "out", TranslateConfig(provider="deepl", dry_run=True, show_progress=False), log=lines.append)
+    assert result.segments == 12 and result.estimated_cost["deepl"] > 0
+    assert not (tmp_path / "out").exists() and emu.billing.snapshot()["calls"] == {}
+    assert any("would be sent" in line for line in lines)
+
+
+def test_third_party_providers_plug_in_through_entry_points(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from mooer_data.providers import registry
+    from mooer_data.testing.fakes import PluginAsr
+
+    plugin = EntryPoint(name="acme", value="mooer_data.testing.fakes:PluginAsr", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == registry.ENTRY_POINT_GROUP else [])
+    assert ("asr", "acme") in {(s.kind, s.name) for s in registry.all_specs()}
+    assert registry.provider_class("asr", "acme") is PluginAsr
+    with pytest.raises(ValueError, match="unknown asr provider 'nope'"):
+        registry.provider_class("asr", "nope")

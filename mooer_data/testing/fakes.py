@@ -44,3 +44,9 @@ class FakeAsr(AsrProvider):
     def parse(self, raw: str, audio) -> Transcript:
         data = json.loads(raw)
         return Transcript((Sentence(0.0, data["duration"], data["text"], 0.9),), "en", 0.9, "provider")
+
+
+class PluginAsr(FakeAsr):
+    """What a third-party package registers under the ``mooer_data.providers`` group."""
+
+    name = "acme"
