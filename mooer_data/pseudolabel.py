@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -395,19 +395,18 @@ def _write_outputs(directory, out_dir: Path, items: list[AudioItem], recordings:
             continue
         result.labelled += 1
         result.by_provider[provider] = result.by_provider.get(provider, 0) + 1
-        whole_text = verify_text.get(item.key)
+        # Agreement is judged per item (the two providers cut sentences differently) and
+        # carried to each of its segments.
+        verify = verify_text.get(item.key)
+        overall = None
+        if verify is not None:
+            joined = ("" if rows[0]["language"] == "zh" else " ").join(r["text"] for r in rows)
+            overall = assess(item.key, joined, sum(r["duration"] for r in rows), rows[0]["language"], None, normalize_transcript(verify))
         for row in rows:
-            verify = whole_text if (whole_text is not None and len(rows) == 1) else None
-            q = assess(row["id"], row["text"], row["duration"], row["language"], row["confidence"], verify)
-            if whole_text is not None and len(rows) > 1:
-                # sentence boundaries differ between providers: agreement is judged per recording
-                q = assess(row["id"], row["text"], row["duration"], row["language"], row["confidence"])
-                joined = ("" if row["language"] == "zh" else " ").join(r["text"] for r in rows)
-                overall = assess(item.key, joined, sum(r["duration"] for r in rows), row["language"], None, normalize_transcript(whole_text))
-                q = type(q)(q.id, tuple(sorted(set(q.flags) | {f for f in overall.flags if f == "disagrees"})), q.rate, q.confidence,
-                            overall.agreement_error, whole_text)
-            elif verify is not None:
-                q = assess(row["id"], row["text"], row["duration"], row["language"], row["confidence"], normalize_transcript(verify))
+            q = assess(row["id"], row["text"], row["duration"], row["language"], row["confidence"])
+            if overall is not None:
+                flags = q.flags + tuple(f for f in overall.flags if f == "disagrees")
+                q = replace(q, flags=flags, agreement_error=overall.agreement_error, verify_text=verify)
             quality.append(q)
             for flag in q.flags:
                 result.flagged[flag] = result.flagged.get(flag, 0) + 1

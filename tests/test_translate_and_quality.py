@@ -218,3 +218,27 @@ def test_third_party_providers_plug_in_through_entry_points(monkeypatch):
     assert registry.provider_class("asr", "acme") is PluginAsr
     with pytest.raises(ValueError, match="unknown asr provider 'nope'"):
         registry.provider_class("asr", "nope")
+
+
+def test_verify_with_a_disagreeing_provider_flags_every_segment(corpus_factory, tmp_path, monkeypatch):
+    from mooer_data.prepare import PrepareConfig, prepare_corpus
+    from mooer_data.providers import registry
+    from mooer_data.pseudolabel import PseudolabelConfig, pseudolabel
+
+    monkeypatch.setitem(registry._EXTRA, ("asr", "fake"), registry.ProviderSpec("asr", "fake", "mooer_data.testing.fakes:FakeAsr"))
+    expected = corpus_factory("inhouse")
+    prepare_corpus("inhouse", expected.root, tmp_path / "in", PrepareConfig(show_progress=False), log=lambda _: None)
+    oracle = minicorpora.oracle_for(expected)
+    emu = build_emulator(oracle=Oracle(oracle["audio"], oracle["translations"]), job_seconds=0.05)
+    for name, value in client_environment(emu.start()).items():
+        monkeypatch.setenv(name, value)
+    try:
+        result = pseudolabel(tmp_path / "in", tmp_path / "out", PseudolabelConfig(provider="tencent", verify_with="fake", timeout=5,
+                             policy=FAST, show_progress=False), log=lambda _: None)
+    finally:
+        emu.stop()
+    quality = pq.read_table(tmp_path / "out" / "quality.parquet").to_pylist()
+    assert quality and all("disagrees" in q["flags"] and q["agreement_error"] > 0.3 for q in quality)
+    assert result.flagged["disagrees"] == len(quality)
+    # flagged, never deleted: every segment is still in the manifest
+    assert len(pq.read_table(tmp_path / "out" / "segments.parquet")) == len(quality)
