@@ -29,7 +29,6 @@ from .providers.base import AsrProvider
 from .providers.config import load_provider_config
 from .providers.errors import (
     AmbiguousSubmit,
-    ItemFatal,
     JobExpired,
     JobFailed,
     ProviderError,

@@ -194,7 +194,7 @@ def translate_manifest(manifest_dir: Path | str, out_dir: Path | str, config: Tr
     batches = pack(todo, primary.capabilities.max_texts, primary.capabilities.max_chars)
 
     async def run() -> list[Outcome]:
-        progress = None
+        progress = None  # replaced by a tqdm-backed callback on a terminal
         if config.show_progress and sys.stderr.isatty():
             from tqdm import tqdm
 

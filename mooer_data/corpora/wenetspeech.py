@@ -23,7 +23,7 @@ import pyarrow as pa
 from ..audio import AudioProblem, read_opus_head
 from ..manifest import ID_PATTERN, TableSink
 from ..text import normalize_transcript
-from .base import BAD_LINE, BAD_SEGMENT, DUPLICATE_ID, EMPTY_TEXT, MISSING_AUDIO, CorpusLayoutError, PrepareContext
+from .base import BAD_LINE, BAD_SEGMENT, DUPLICATE_ID, EMPTY_TEXT, CorpusLayoutError, PrepareContext
 from .registry import Recipe, register_recipe
 
 SOURCE = "wenetspeech"

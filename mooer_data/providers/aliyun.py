@@ -16,16 +16,14 @@ import urllib.parse
 import httpx
 
 from . import pop_signature
-from .base import AsrProvider
+from .base import AsrProvider, send
 from .errors import (
-    AmbiguousSubmit,
     AuthError,
     InvalidRequest,
     ItemFatal,
     JobExpired,
     JobFailed,
     MalformedResponse,
-    NetworkError,
     ProviderError,
     QuotaExhausted,
     RateLimited,
@@ -170,15 +168,7 @@ class AliyunFileTrans(AsrProvider):
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded; charset=UTF-8"
-        try:
-            response = await client.request(method, url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError, httpx.WriteTimeout) as error:
-            # the request never fully reached the server: safe to send again
-            raise NetworkError(self.name, f"{action}: could not send the request: {type(error).__name__}") from None
-        except (httpx.TimeoutException, httpx.TransportError) as error:
-            if billable:
-                raise AmbiguousSubmit(self.name, f"{action}: no answer after the request was sent ({type(error).__name__}); the task may exist") from None
-            raise NetworkError(self.name, f"{action}: no answer ({type(error).__name__})") from None
+        response = await send(self.name, action, client.request(method, url, content=body, headers=headers), billable=billable)
         if response.status_code != 200:
             raise gateway_error(self.name, action, response)
         try:

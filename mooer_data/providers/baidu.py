@@ -17,14 +17,12 @@ import urllib.parse
 
 import httpx
 
-from .base import MtProvider
+from .base import MtProvider, send
 from .errors import (
-    AmbiguousSubmit,
     AuthError,
     InvalidRequest,
     ItemFatal,
     MalformedResponse,
-    NetworkError,
     ProviderError,
     QuotaExhausted,
     RateLimited,
@@ -101,13 +99,8 @@ class BaiduTranslate(MtProvider):
         form = self.build_form(texts, source, target)
         body = urllib.parse.urlencode(form, quote_via=urllib.parse.quote).encode("utf-8")
         headers = {"Content-Type": "application/x-www-form-urlencoded; charset=UTF-8", "Accept": "application/json"}
-        try:
-            response = await client.post(self.url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError, httpx.WriteTimeout) as error:
-            raise NetworkError(self.name, f"could not send the request: {type(error).__name__}") from None
-        except (httpx.TimeoutException, httpx.TransportError) as error:
-            # the text reached Baidu, which bills by characters translated
-            raise AmbiguousSubmit(self.name, f"no answer after the request was sent ({type(error).__name__}); it may have been billed") from None
+        # the text reached Baidu once sent, and Baidu bills by characters translated
+        response = await send(self.name, "translate", client.post(self.url, content=body, headers=headers), billable=True)
         if response.status_code != 200:
             if response.status_code >= 500:
                 raise ServerError(self.name, f"HTTP {response.status_code} from the translate endpoint", status=response.status_code)

@@ -16,9 +16,32 @@ from typing import ClassVar
 
 import httpx
 
-from .errors import NotConfigured
+from .errors import AmbiguousSubmit, InvalidRequest, NetworkError, NotConfigured
 from .secrets import Secret
 from .types import AudioItem, Capabilities, JobHandle, JobStatus, StagedAudio, Transcript
+
+
+# Failures that happen before the request is fully out: nothing reached the service.
+NOT_DELIVERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError, httpx.WriteTimeout)
+
+
+async def send(provider: str, what: str, request, *, billable: bool) -> httpx.Response:
+    """Await an httpx request, mapping transport failures onto the error classes.
+
+    Not delivered: NetworkError (safe to resend). Sent but unanswered (timeout, dropped
+    connection): for a request the service bills, AmbiguousSubmit (it may have done, and
+    billed, the work); for a read-only one, NetworkError.
+    """
+    try:
+        return await request
+    except NOT_DELIVERED as error:
+        raise NetworkError(provider, f"{what}: request not delivered ({type(error).__name__}); nothing was sent") from None
+    except httpx.UnsupportedProtocol:
+        raise InvalidRequest(provider, f"{what}: expected an http(s) endpoint") from None
+    except (httpx.TimeoutException, httpx.TransportError) as error:
+        if billable:
+            raise AmbiguousSubmit(provider, f"{what}: no answer after the request was sent ({type(error).__name__}); it may have been billed") from None
+        raise NetworkError(provider, f"{what}: no answer ({type(error).__name__}) on a read-only call; safe to resend") from None
 
 
 @dataclass

@@ -19,14 +19,12 @@ import time
 
 import httpx
 
-from .base import MtProvider
+from .base import MtProvider, send
 from .errors import (
-    AmbiguousSubmit,
     AuthError,
     InvalidRequest,
     ItemFatal,
     MalformedResponse,
-    NetworkError,
     NotConfigured,
     ProviderError,
     QuotaExhausted,
@@ -143,18 +141,14 @@ class DeepLTranslate(MtProvider):
             raise InvalidRequest(self.name, f"expected 1 to {MAX_TEXTS} texts per request, found {len(texts)}")
         key = self.config.credential("auth_key", self.credential_env["auth_key"])
         url = f"{self.endpoint}/v2/translate"
-        try:
-            response = await client.post(
-                url,
-                json=self.translate_request(texts, source, target),
-                headers={"Authorization": f"DeepL-Auth-Key {key.reveal()}"},
-                timeout=self.config.timeout,
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError, httpx.WriteTimeout) as error:
-            raise NetworkError(self.name, f"request not delivered to {url}: {type(error).__name__}") from None
-        except (httpx.TimeoutException, httpx.TransportError) as error:
-            # DeepL bills the characters of a translation it completed; we cannot know.
-            raise AmbiguousSubmit(self.name, f"no answer from {url} after the request was sent ({type(error).__name__}); it may have been billed") from None
+        # DeepL bills the characters of a translation it completed: an unanswered request may have been billed
+        request = client.post(
+            url,
+            json=self.translate_request(texts, source, target),
+            headers={"Authorization": f"DeepL-Auth-Key {key.reveal()}"},
+            timeout=self.config.timeout,
+        )
+        response = await send(self.name, f"POST {url}", request, billable=True)
         error = classify_error(self.name, response)
         if error is not None:
             raise error

@@ -32,15 +32,13 @@ import time
 
 import httpx
 
-from .base import AsrProvider, MtProvider
+from .base import AsrProvider, MtProvider, send
 from .errors import (
-    AmbiguousSubmit,
     AuthError,
     InvalidRequest,
     ItemFatal,
     JobExpired,
     MalformedResponse,
-    NetworkError,
     ProviderError,
     QuotaExhausted,
     RateLimited,
@@ -155,12 +153,7 @@ async def post_billable(provider: str, client: httpx.AsyncClient, url: str, time
     a dropped connection once the body is out means the service may have done, and billed,
     the work (AmbiguousSubmit).
     """
-    try:
-        response = await client.post(url, timeout=timeout, **request)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.WriteError, httpx.WriteTimeout) as error:
-        raise NetworkError(provider, f"request not delivered to {url}: {type(error).__name__}") from None
-    except (httpx.TimeoutException, httpx.TransportError) as error:
-        raise AmbiguousSubmit(provider, f"no answer from {url} after the request was sent ({type(error).__name__}); it may have been billed") from None
+    response = await send(provider, f"POST {url}", client.post(url, timeout=timeout, **request), billable=True)
     error = classify_error(provider, response)
     if error is not None:
         raise error

@@ -16,16 +16,14 @@ import time
 
 import httpx
 
-from .base import AsrProvider, MtProvider, Provider, ProviderConfig
+from .base import AsrProvider, MtProvider, Provider, ProviderConfig, send
 from .errors import (
-    AmbiguousSubmit,
     AuthError,
     InvalidRequest,
     ItemFatal,
     JobExpired,
     JobFailed,
     MalformedResponse,
-    NetworkError,
     ProviderError,
     QuotaExhausted,
     RateLimited,
@@ -171,18 +169,7 @@ class _Tc3Service(Provider):
             timestamp=int(self.clock()),
             region=self.region,
         )
-        try:
-            reply = await client.post(url, content=body, headers=headers, timeout=self.config.timeout)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            raise NetworkError(PROVIDER, f"{action}: could not connect ({type(error).__name__}); nothing was sent") from None
-        except httpx.UnsupportedProtocol:
-            raise InvalidRequest(PROVIDER, f"{action}: expected an http(s) endpoint, found {self.endpoint!r}") from None
-        except httpx.TransportError as error:
-            if billable:
-                raise AmbiguousSubmit(
-                    PROVIDER, f"{action}: {type(error).__name__} after the request was sent; the service may have accepted (and billed) it"
-                ) from None
-            raise NetworkError(PROVIDER, f"{action}: {type(error).__name__} on a read-only call; safe to resend") from None
+        reply = await send(PROVIDER, action, client.post(url, content=body, headers=headers, timeout=self.config.timeout), billable=billable)
         raw = reply.text
         if reply.status_code != 200:
             # The gateway answers business errors with 200; anything else is the gateway itself failing.
