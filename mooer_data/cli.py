@@ -249,6 +249,44 @@ def emulate(
 
 
 @app.command()
+def shard(
+    manifest_dirs: List[Path] = typer.Argument(..., help="manifest directories with labelled segments"),
+    out: Path = typer.Option(..., "-o", "--out", help="output directory, e.g. manifests/mt5k"),
+    shard_size: str = typer.Option("1GB", "--shard-size", help="target (estimated) size per shard"),
+    max_count: Optional[int] = typer.Option(None, "--max-count", min=1, help="samples per shard instead of a size"),
+    audio_format: str = typer.Option("flac", "--audio-format", help="flac, or wav for MooER/WeNet compatibility"),
+    features: Optional[str] = typer.Option(None, "--features", help="fbank-lfr: precompute features into the shards"),
+    seed: int = typer.Option(0, "--seed", help="the shuffle that mixes every shard"),
+    jobs: int = typer.Option(1, "-j", "--jobs", min=1),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Cut, convert and pack segments into WebDataset tars with an index and data.list."""
+    from .shards import ShardConfig, parse_size, write_shards
+
+    try:
+        config = ShardConfig(
+            shard_size=None if max_count else parse_size(shard_size), max_count=max_count, audio_format=audio_format,
+            features=features, seed=seed, jobs=jobs, show_progress=not quiet,
+        )
+        write_shards(manifest_dirs, out, config, log=typer.echo)
+    except ValueError as error:
+        _fail(error)
+
+
+@app.command("verify-shards")
+def verify_shards_command(directory: Path = typer.Argument(..., help="a directory written by `mooer-data shard`")) -> None:
+    """Check every shard against the index (checksum, count, size) and read it through."""
+    from .shards import verify_shards
+
+    problems = verify_shards(directory)
+    if problems:
+        typer.echo("\n".join(problems), err=True)
+        typer.echo(f"verify-shards: {len(problems)} problem(s) in {directory}", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"verify-shards: {directory} is consistent")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="working directory for the demo"),
     recipe: Path = typer.Option(Path("pipelines/mt5k-demo.yaml"), "--recipe", help="budgets to sample"),

@@ -1,0 +1,449 @@
+"""`mooer-data shard` and `mooer-data verify-shards`: manifests -> WebDataset tars + index.
+
+The plan is deterministic: within each split, segments are ordered by the rank key of
+(seed, id) — so every shard is a fair mix of sources, lengths and speakers — and cut
+into shards by an estimated size (or a count). Each shard is built by a worker process,
+written to ``<name>.tmp`` and renamed when complete, so a killed run leaves no half shard
+and a rerun builds only the missing ones, byte-identical to an uninterrupted run (sorted
+members, fixed mtime and owner, deterministic FLAC).
+
+Audio is cut out of its recording and converted to 16 kHz mono 16-bit. Where the source
+already is what the shard wants — a whole 16 kHz mono 16-bit file in the target format —
+its bytes are copied, not decoded and re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from .manifest import open_manifest_dirs, resolve_audio_path
+from .sampling import rank_key
+from .shard_format import DATA_LIST, FIXED_MTIME, INDEX_FILE, SHARD_PATTERN, iter_shard
+
+SAMPLE_RATE = 16000
+# Planning uses an estimate, never the encoded size, so the plan (and every shard's
+# content) does not depend on encoder details: FLAC of speech is ~55% of 16-bit PCM.
+BYTES_PER_SECOND = {"flac": 17_600, "wav": 32_000}
+SKIPPED_FILE = "skipped.parquet"
+INDEX_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("split", pa.string()),
+        ("count", pa.int64()),
+        ("bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("seconds", pa.float64()),
+        ("hours_by_source", pa.string()),  # JSON {source: hours}
+        ("tasks", pa.string()),  # JSON {"asr": n, "ast": n}
+    ]
+)
+
+
+def parse_size(text: str) -> int:
+    """``"1GB"``, ``"500MB"``, ``"64KiB"``, ``"1000000"`` -> bytes."""
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    value = text.strip().upper()
+    number = value.rstrip("KMGIB")
+    unit = value[len(number) :]
+    try:
+        size = int(float(number) * units[unit])
+    except (ValueError, KeyError):
+        raise ValueError(f"expected a size like 1GB, 500MB or 64MiB, found {text!r}") from None
+    if size <= 0:
+        raise ValueError(f"expected a positive shard size, found {text!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    shard_size: int | None = 10**9
+    max_count: int | None = None
+    audio_format: str = "flac"
+    features: str | None = None  # "fbank-lfr": precomputed fbank+LFR features in <id>.npy
+    seed: int = 0
+    jobs: int = 1
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.audio_format not in BYTES_PER_SECOND:
+            raise ValueError(f"expected --audio-format flac or wav, found {self.audio_format!r}")
+        if self.features not in (None, "fbank-lfr"):
+            raise ValueError(f"expected --features fbank-lfr (or none), found {self.features!r}")
+        if self.shard_size is None and self.max_count is None:
+            raise ValueError("give a shard size or a maximum count per shard")
+
+
+@dataclass(frozen=True)
+class SegmentSource:
+    """What a worker needs to produce one sample."""
+
+    meta: dict  # the segment row (manifest schema)
+    path: str  # the recording's audio file
+    recording_duration: float
+    recording_format: str
+    recording_rate: int
+    recording_channels: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    index: int
+    segments: tuple[SegmentSource, ...]
+    audio_format: str
+    features: str | None
+
+    @property
+    def relative_path(self) -> str:
+        return f"{self.split}/{SHARD_PATTERN.format(index=self.index)}"
+
+
+@dataclass
+class ShardResult:
+    shards: int = 0
+    built: int = 0
+    skipped_existing: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
+    copied: int = 0  # samples whose audio bytes were copied as they are
+    skipped_segments: dict[str, int] = field(default_factory=dict)
+
+
+# -- planning --------------------------------------------------------------------------
+def collect_sources(manifest_dirs: Sequence[Path | str]) -> tuple[list[SegmentSource], list[dict]]:
+    """Segments with their audio, and (id, reason) rows for those that cannot be sharded."""
+    sources, skipped = [], []
+    for directory in open_manifest_dirs(manifest_dirs):
+        roots = directory.roots()
+        recordings = {r["id"]: r for r in directory.read("recordings").to_pylist()}
+        for segment in directory.read("segments").to_pylist():
+            if not (segment["text"] or "").strip():
+                skipped.append({"id": segment["id"], "reason": "no text: label it first (mooer-data pseudolabel)"})
+                continue
+            recording = recordings.get(segment["recording_id"])
+            if recording is None:
+                skipped.append({"id": segment["id"], "reason": f"recording {segment['recording_id']} is not in {directory.path}/recordings.parquet"})
+                continue
+            path = resolve_audio_path(roots.get(recording["source"]), recording["path"], recording["source"])
+            sources.append(
+                SegmentSource(segment, str(path), recording["duration"] or 0.0, recording["format"] or "", recording["sample_rate"] or 0,
+                              recording["channels"] or 0)
+            )
+    return sources, skipped
+
+
+def plan_shards(sources: list[SegmentSource], config: ShardConfig) -> list[ShardTask]:
+    by_split: dict[str, list[SegmentSource]] = {}
+    for source in sources:
+        by_split.setdefault(source.meta["split"] or "train", []).append(source)
+    tasks = []
+    for split in sorted(by_split):
+        ordered = sorted(by_split[split], key=lambda s: (rank_key(config.seed, s.meta["id"]), s.meta["id"]))
+        current: list[SegmentSource] = []
+        size = 0.0
+        for source in ordered:
+            estimate = source.meta["duration"] * BYTES_PER_SECOND[config.audio_format]
+            full = (config.max_count is not None and len(current) >= config.max_count) or (
+                config.shard_size is not None and current and size + estimate > config.shard_size
+            )
+            if full:
+                tasks.append(ShardTask(split, len([t for t in tasks if t.split == split]), tuple(current), config.audio_format, config.features))
+                current, size = [], 0.0
+            current.append(source)
+            size += estimate
+        if current:
+            tasks.append(ShardTask(split, len([t for t in tasks if t.split == split]), tuple(current), config.audio_format, config.features))
+    return tasks
+
+
+# -- audio -----------------------------------------------------------------------------
+def _copyable(source: SegmentSource, audio_format: str) -> bool:
+    """The recording is exactly the sample: whole, 16 kHz, mono, 16-bit, target format."""
+    meta = source.meta
+    if source.recording_format != audio_format or source.recording_rate != SAMPLE_RATE or source.recording_channels != 1:
+        return False
+    if (meta["start"] or 0.0) > 1e-6 or abs(meta["duration"] - source.recording_duration) > 1e-3:
+        return False
+    try:
+        return sf.info(source.path).subtype == "PCM_16"
+    except Exception:
+        return False
+
+
+def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Band-limited resampling to 16 kHz (windowed-sinc via FFT), float32 in and out."""
+    if rate == SAMPLE_RATE:
+        return samples
+    count = int(round(len(samples) * SAMPLE_RATE / rate))
+    spectrum = np.fft.rfft(samples.astype(np.float64))
+    keep = min(len(spectrum), count // 2 + 1)
+    resized = np.zeros(count // 2 + 1, dtype=np.complex128)
+    resized[:keep] = spectrum[:keep]
+    return (np.fft.irfft(resized, n=count) * (count / len(samples))).astype(np.float32)
+
+
+def _decode_with_av(path: str) -> tuple[np.ndarray, int]:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        chunks = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)), SAMPLE_RATE
+
+
+def read_segment(source: SegmentSource) -> np.ndarray:
+    """The segment as 16 kHz mono int16."""
+    start, duration = source.meta["start"] or 0.0, source.meta["duration"]
+    try:
+        with sf.SoundFile(source.path) as handle:
+            rate = handle.samplerate
+            handle.seek(int(round(start * rate)))
+            samples = handle.read(int(round(duration * rate)), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        whole, rate = _decode_with_av(source.path)
+        samples = whole[int(round(start * rate)) : int(round((start + duration) * rate))][:, None]
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    mono = _resample(mono, rate)
+    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def encode(samples: np.ndarray, audio_format: str) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, SAMPLE_RATE, format=audio_format.upper(), subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _features(samples: np.ndarray) -> bytes:
+    import torch
+
+    from mooer_model.frontend import apply_lfr, fbank
+
+    waves = torch.from_numpy(samples.astype(np.float32) / 32768.0)[None]
+    feats, frames = fbank(waves, torch.tensor([len(samples)]))
+    lfr, lengths = apply_lfr(feats, frames)
+    buffer = io.BytesIO()
+    np.save(buffer, lfr[0, : int(lengths[0])].numpy().astype(np.float16))
+    return buffer.getvalue()
+
+
+# -- writing ---------------------------------------------------------------------------
+def _tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = FIXED_MTIME
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    archive.addfile(info, io.BytesIO(data))
+
+
+def sample_meta(meta: dict, num_samples: int) -> dict:
+    fields = ("id", "recording_id", "source", "subset", "split", "language", "speaker", "start", "duration", "text", "text_raw",
+              "translation", "label_origin", "confidence")
+    record = {name: meta.get(name) for name in fields}
+    record.update({"sample_rate": SAMPLE_RATE, "num_samples": num_samples})
+    return record
+
+
+def build_shard(task: ShardTask, out_dir: str) -> dict:
+    """Write one shard (to .tmp, then rename); returns its index row plus counters."""
+    final = Path(out_dir) / task.relative_path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + ".tmp")
+    copied = 0
+    skipped = []
+    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as archive:
+        for source in sorted(task.segments, key=lambda s: s.meta["id"]):
+            key = source.meta["id"]
+            try:
+                if task.features is None and _copyable(source, task.audio_format):
+                    audio = Path(source.path).read_bytes()
+                    num_samples = int(round(source.recording_duration * SAMPLE_RATE))
+                    samples = None
+                    copied += 1
+                else:
+                    samples = read_segment(source)
+                    audio = encode(samples, task.audio_format)
+                    num_samples = len(samples)
+                features = None
+                if task.features == "fbank-lfr":
+                    features = _features(samples if samples is not None else read_segment(source))
+            except Exception as error:  # an unreadable recording skips its segment, with the reason
+                skipped.append({"id": key, "reason": f"audio unreadable: {type(error).__name__}: {error}"})
+                continue
+            meta = sample_meta(source.meta, num_samples)
+            _tar_member(archive, f"{key}.{task.audio_format}", audio)
+            _tar_member(archive, f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+            if features is not None:
+                _tar_member(archive, f"{key}.npy", features)
+            _tar_member(archive, f"{key}.txt", (source.meta["text"] or "").encode("utf-8"))
+    os.replace(tmp, final)
+    return {"row": index_row(final, task.relative_path, task.split), "copied": copied, "skipped": skipped}
+
+
+def index_row(path: Path, relative: str, split: str) -> dict:
+    """An index row from the shard file itself (also how a rerun accounts for old shards)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    count, seconds, by_source, tasks = 0, 0.0, {}, {"asr": 0, "ast": 0}
+    for sample in iter_shard(path):
+        count += 1
+        duration = float(sample.meta.get("duration") or 0.0)
+        seconds += duration
+        source = sample.meta.get("source") or "unknown"
+        by_source[source] = by_source.get(source, 0.0) + duration / 3600.0
+        tasks["asr"] += 1 if sample.text else 0
+        tasks["ast"] += 1 if sample.meta.get("translation") else 0
+    return {
+        "path": relative,
+        "split": split,
+        "count": count,
+        "bytes": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+        "seconds": round(seconds, 3),
+        "hours_by_source": json.dumps({k: round(v, 6) for k, v in sorted(by_source.items())}),
+        "tasks": json.dumps(tasks, sort_keys=True),
+    }
+
+
+def _existing_row(args: tuple[str, str, str]) -> dict:
+    out_dir, relative, split = args
+    return {"row": index_row(Path(out_dir) / relative, relative, split), "copied": 0, "skipped": []}
+
+
+def _build(args: tuple[ShardTask, str]) -> dict:
+    return build_shard(*args)
+
+
+def write_shards(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: ShardConfig,
+                 log: Callable[[str], None] = print) -> ShardResult:
+    out_dir = Path(out_dir)
+    sources, skipped = collect_sources(manifest_dirs)
+    if not sources:
+        raise ValueError(f"no labelled segments to shard in {[str(d) for d in manifest_dirs]} ({len(skipped)} skipped)")
+    tasks = plan_shards(sources, config)
+    result = ShardResult(shards=len(tasks))
+    todo = [t for t in tasks if not (out_dir / t.relative_path).is_file()]
+    done = [t for t in tasks if (out_dir / t.relative_path).is_file()]
+    result.skipped_existing = len(done)
+    if done:
+        log(f"shard: {len(done)} of {len(tasks)} shards already complete; building {len(todo)}")
+    rows: dict[str, dict] = {}
+    progress = _progress(config.show_progress, len(tasks))
+    jobs = max(1, config.jobs)
+    work: Iterable[dict]
+    if jobs == 1:
+        work = [*(_existing_row((str(out_dir), t.relative_path, t.split)) for t in done), *(build_shard(t, str(out_dir)) for t in todo)]
+    else:
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        work = [*pool.map(_existing_row, [(str(out_dir), t.relative_path, t.split) for t in done]),
+                *pool.map(_build, [(t, str(out_dir)) for t in todo])]
+    try:
+        for outcome in work:
+            rows[outcome["row"]["path"]] = outcome["row"]
+            result.copied += outcome["copied"]
+            skipped.extend(outcome["skipped"])
+            if progress:
+                progress(1)
+    finally:
+        if jobs > 1:
+            pool.shutdown()
+    result.built = len(todo)
+    ordered = [rows[t.relative_path] for t in tasks]
+    result.samples = sum(r["count"] for r in ordered)
+    result.seconds = sum(r["seconds"] for r in ordered)
+    result.bytes = sum(r["bytes"] for r in ordered)
+    for row in skipped:
+        reason = row["reason"].split(":", 1)[0]
+        result.skipped_segments[reason] = result.skipped_segments.get(reason, 0) + 1
+    _write_index(out_dir, ordered, skipped)
+    log(
+        f"shard: {result.samples} samples, {result.seconds / 3600:.3f} h in {result.shards} shards "
+        f"({result.built} built, {result.skipped_existing} kept; {result.copied} copied as they were), "
+        f"{len(skipped)} segments skipped -> {out_dir}"
+    )
+    return result
+
+
+def _write_index(out_dir: Path, rows: list[dict], skipped: list[dict]) -> None:
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    tmp = out_dir / (INDEX_FILE + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out_dir / INDEX_FILE)
+    skipped_table = pa.Table.from_pylist(sorted(skipped, key=lambda r: r["id"]), schema=pa.schema([("id", pa.string()), ("reason", pa.string())]))
+    pq.write_table(skipped_table, out_dir / SKIPPED_FILE)
+    splits = sorted({r["split"] for r in rows})
+    for split in splits:
+        lines = "".join(str((out_dir / r["path"]).resolve()) + "\n" for r in rows if r["split"] == split)
+        (out_dir / f"{split}.list").write_text(lines)
+    train = [r for r in rows if r["split"] == "train"]
+    # MooER's own loader reads data.list: one shard path per line
+    (out_dir / DATA_LIST).write_text("".join(str((out_dir / r["path"]).resolve()) + "\n" for r in train))
+
+
+def _progress(enabled: bool, total: int):
+    import sys
+
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="shard", unit="shard")
+    return bar.update
+
+
+# -- verifying -------------------------------------------------------------------------
+def verify_shards(directory: Path | str) -> list[str]:
+    """Problems found (empty when every shard matches the index and reads cleanly)."""
+    directory = Path(directory)
+    index_path = directory / INDEX_FILE
+    if not index_path.is_file():
+        return [f"{directory}: no {INDEX_FILE} (run `mooer-data shard`)"]
+    problems = []
+    rows = pq.read_table(index_path).to_pylist()
+    for row in rows:
+        path = directory / row["path"]
+        if not path.is_file():
+            problems.append(f"{row['path']}: listed in the index but missing")
+            continue
+        try:
+            actual = index_row(path, row["path"], row["split"])
+        except ValueError as error:
+            problems.append(str(error))
+            continue
+        for name in ("sha256", "count", "bytes"):
+            if actual[name] != row[name]:
+                problems.append(f"{row['path']}: {name} is {actual[name]}, the index says {row[name]}")
+    listed = {r["path"] for r in rows}
+    for path in sorted(directory.glob("*/shard-*.tar")):
+        relative = path.relative_to(directory).as_posix()
+        if relative not in listed:
+            problems.append(f"{relative}: a shard file the index does not list")
+    data_list = directory / DATA_LIST
+    if data_list.is_file():
+        for line in data_list.read_text().splitlines():
+            if line and not Path(line).is_file():
+                problems.append(f"{DATA_LIST}: {line} does not exist")
+    return problems
