@@ -41,3 +41,29 @@ def test_kill_at_any_moment_then_rerun(corpus, corpus_factory, tmp_path):
         run_prepare(expected, out)
         for name in TABLES:
             assert pq.read_table(out / name).equals(pq.read_table(tmp_path / "reference" / name)), (delay, name)
+
+
+def test_kill_shard_at_any_moment_then_rerun_gives_the_same_bytes(corpus_factory, tmp_path):
+    expected = corpus_factory("wenetspeech")
+    run_prepare(expected, tmp_path / "manifest")
+    command = [sys.executable, "-m", "mooer_data.cli", "shard", str(tmp_path / "manifest"), "--max-count", "2", "-j", "2", "-q"]
+
+    def run(out, kill_after=None):
+        process = subprocess.Popen(command + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        if kill_after is None:
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err.decode()
+            return
+        time.sleep(kill_after)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    run(tmp_path / "reference")
+    reference = {p.relative_to(tmp_path / "reference"): p.read_bytes() for p in (tmp_path / "reference").glob("*/*.tar")}
+    for delay in (0.6, 0.9, 1.2):
+        out = tmp_path / f"killed-{delay}"
+        run(out, kill_after=delay)
+        run(out)
+        assert {p.relative_to(out): p.read_bytes() for p in out.glob("*/*.tar")} == reference, delay
+        assert not list(out.glob("*/*.tmp"))
