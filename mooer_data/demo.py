@@ -15,6 +15,7 @@ from . import minicorpora
 from .prepare import PrepareConfig, prepare_corpus
 from .recipe import load_recipe
 from .sampling import SampleConfig, sample_manifests
+from .shards import ShardConfig, write_shards
 from .stats import format_table, manifest_stats
 
 GENERATORS = {
@@ -42,7 +43,8 @@ def run_demo(out: Path, recipe_path: Path, jobs: int = 2, log: Callable[[str], N
         manifest_dir = out / "manifests" / corpus
         prepare_corpus(corpus, expected.root, manifest_dir, PrepareConfig(jobs=jobs, show_progress=False), log=log)
         manifest_dirs.append(manifest_dir)
-    selection = out / recipe.output
+    final = out / recipe.output
+    selection = final.with_name(final.name + "-sample")
     log(f"== sampling {recipe.name} (seed {recipe.seed})")
     result = sample_manifests(manifest_dirs, selection, SampleConfig(seed=recipe.seed, hours_per_source=recipe.budgets_hours))
     for name, group in sorted(result.groups.items()):
@@ -53,8 +55,10 @@ def run_demo(out: Path, recipe_path: Path, jobs: int = 2, log: Callable[[str], N
     log("\n\n".join(format_table(t, r) for t, r in manifest_stats(manifest_dirs).items()))
     log(f"\n== the {recipe.name} selection ({selection})")
     log("\n\n".join(format_table(t, r) for t, r in manifest_stats([selection]).items() if not t.startswith("rejects")))
+    log(f"\n== packing {recipe.name} into WebDataset shards")
+    write_shards([selection], final, ShardConfig(shard_size=None, max_count=16, seed=recipe.seed, jobs=jobs, show_progress=False), log=log)
     log(f"\ndemo finished in {time.perf_counter() - started:.1f} s; manifests under {out / 'manifests'}")
-    return selection
+    return final
 
 
 def _label_with_emulator(selection: Path, inhouse, log: Callable[[str], None]) -> Path:
@@ -77,10 +81,10 @@ def _label_with_emulator(selection: Path, inhouse, log: Callable[[str], None]) -
     policy = RetryPolicy(base_delay=0.05, max_delay=0.5)
     try:
         log(f"\n== pseudo-labelling the sampled in-house audio via the EMULATED Tencent ASR at {url} (not a real service)")
-        labelled = selection.with_name(selection.name + "-pseudo")
+        labelled = selection.with_name(selection.name.replace("-sample", "") + "-pseudo")
         pseudolabel(selection, labelled, PseudolabelConfig(provider="tencent", fallbacks=("openai",), policy=policy, show_progress=False), log=log)
         log("== translating the Mandarin text via the EMULATED Tencent TMT (fallback: emulated Baidu)")
-        translated = selection.with_name(selection.name + "-labelled")
+        translated = selection.with_name(selection.name.replace("-sample", "") + "-labelled")
         translate_manifest(labelled, translated, TranslateConfig(provider="tencent", fallbacks=("baidu",), policy=policy, show_progress=False), log=log)
         log(f"   these labels came from the emulator's oracle, i.e. from the text the demo spoke; billable calls: {emulator.billing.snapshot()['calls']}")
         return translated

@@ -74,7 +74,7 @@ def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
     recipe = Path(__file__).resolve().parents[1] / "pipelines" / "mt5k-demo.yaml"
     result = invoke("demo", "--out", tmp_path, "--recipe", recipe)
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "manifests" / "mt5k" / "sample.json").read_text())
+    record = json.loads((tmp_path / "manifests" / "mt5k-sample" / "sample.json").read_text())
     assert set(record["groups"]) == {"aishell2", "librispeech", "multi_cn", "wenetspeech", "inhouse"}
     for group in record["groups"].values():
         assert group["reached_hours"] >= group["requested_hours"] or group["reached_hours"] == group["available_hours"]
@@ -85,3 +85,7 @@ def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
     assert any(s["label_origin"] == "pseudo:tencent" for s in labelled)
     assert all(s["translation"] for s in labelled if s["language"] == "zh")
     assert "EMULATED" in result.output and "came from the emulator" in result.output
+    # and packed into shards that verify
+    from mooer_data.shards import verify_shards
+
+    assert (tmp_path / "manifests" / "mt5k" / "data.list").is_file() and verify_shards(tmp_path / "manifests" / "mt5k") == []
