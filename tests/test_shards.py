@@ -172,3 +172,22 @@ def test_sizes_parse():
     assert parse_size("1GB") == 10**9 and parse_size("64MiB") == 64 * 2**20 and parse_size("1000") == 1000
     with pytest.raises(ValueError, match="expected a size"):
         parse_size("big")
+
+
+def test_tar_writer_output_reads_back_with_tarfile_including_long_names(tmp_path):
+    from mooer_data.shards import TarWriter
+
+    long_key = "inhouse-" + "meetings__2024_03_weekly_sync__" * 5 + "standup-2c244682"
+    path = tmp_path / "t.tar"
+    writer = TarWriter(path)
+    writer.add(f"{long_key}.json", b'{"id": 1}')
+    writer.add("short.txt", b"hello")
+    writer.close()
+    with tarfile.open(path) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == [f"{long_key}.json", "short.txt"]
+        assert archive.extractfile(members[1]).read() == b"hello" and members[0].mtime == members[1].mtime
+    assert path.stat().st_size % 10240 == 0
+    import hashlib
+
+    assert writer.digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
