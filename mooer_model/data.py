@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mooer_data.shard_format import Sample, ShardError, iter_shard, shard_paths
 from mooer_model import prompts
-from mooer_model.bucketing import DynamicBucketer, _item_size, bucket_batches, padding_ratio  # noqa: F401 - re-exported
+from mooer_model.bucketing import DynamicBucketer, bucket_batches, padding_ratio  # noqa: F401 - re-exported
 from mooer_model.frontend import FEAT_DIM, FRAME_LENGTH, FRAME_SHIFT, LFR_N, SAMPLE_RATE, Frontend, apply_cmvn, load_cmvn
 
 log = logging.getLogger(__name__)
