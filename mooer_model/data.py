@@ -266,7 +266,11 @@ class Item:
 
 
 def _probe_audio(shard: str, sample: Sample) -> int:
-    """Samples in the audio member, from its header (nothing decoded); 16 kHz mono enforced."""
+    """Samples in the audio member: from the json our shard writer stores (checked again
+    when the batch decodes it), else from the audio header (nothing decoded); 16 kHz mono."""
+    known = sample.meta.get("num_samples")
+    if isinstance(known, int) and known > 0 and sample.meta.get("sample_rate") == SAMPLE_RATE:
+        return known
     try:
         with sf.SoundFile(io.BytesIO(sample.audio)) as handle:
             rate, channels, frames = handle.samplerate, handle.channels, handle.frames
