@@ -283,27 +283,47 @@ class TarWriter:
         self.size += len(data)
 
     @staticmethod
-    def _header(name: bytes, size: int, kind: bytes = b"0") -> bytes:
+    def _template(kind: bytes) -> bytearray:
         header = bytearray(512)
-        header[0 : len(name)] = name
         header[100:108] = b"0000644\0"
         header[108:116] = b"0000000\0"
         header[116:124] = b"0000000\0"
-        header[124:136] = b"%011o\0" % size
         header[136:148] = b"%011o\0" % FIXED_MTIME
-        header[148:156] = b"        "
+        header[148:156] = b"        "  # the checksum counts its own field as spaces
         header[156:157] = kind
         header[257:265] = b"ustar  \0"
-        header[148:156] = b"%06o\0 " % sum(header)
+        return header
+
+    _TEMPLATES: dict[bytes, tuple[bytes, int]] = {}
+
+    @classmethod
+    def _header(cls, name: bytes, size: int, kind: bytes = b"0") -> bytes:
+        if kind not in cls._TEMPLATES:
+            template = cls._template(kind)
+            cls._TEMPLATES[kind] = (bytes(template), sum(template))
+        template, base = cls._TEMPLATES[kind]
+        size_field = b"%011o\0" % size
+        header = bytearray(template)
+        header[0 : len(name)] = name
+        header[124:136] = size_field
+        header[148:156] = b"%06o\0 " % (base + sum(name) + sum(size_field))
         return bytes(header)
 
     def add(self, name: str, data: bytes) -> None:
+        self._write(self.member(name, data))
+
+    def add_many(self, members: list[tuple[str, bytes]]) -> None:
+        """Several members in one write (a sample's three or four)."""
+        self._write(b"".join(self.member(name, data) for name, data in members))
+
+    def member(self, name: str, data: bytes) -> bytes:
         encoded = name.encode("utf-8")
+        prefix = b""
         if len(encoded) > 100:  # GNU long name: a ././@LongLink member carries it
             longname = encoded + b"\0"
-            self._write(self._header(b"././@LongLink", len(longname), b"L") + longname + b"\0" * (-len(longname) % 512))
+            prefix = self._header(b"././@LongLink", len(longname), b"L") + longname + b"\0" * (-len(longname) % 512)
             encoded = encoded[:100]
-        self._write(self._header(encoded, len(data)) + data + b"\0" * (-len(data) % 512))
+        return prefix + self._header(encoded, len(data)) + data + b"\0" * (-len(data) % 512)
 
     def close(self) -> None:
         self._write(b"\0" * 1024)
@@ -337,7 +357,8 @@ def build_shard(task: ShardTask, out_dir: str) -> dict:
             try:
                 audio, num_samples, samples = None, 0, None
                 if task.features is None and _could_copy(source, task.audio_format):
-                    data = Path(source.path).read_bytes()
+                    with open(source.path, "rb") as handle:
+                        data = handle.read()
                     if _is_pcm16(data, task.audio_format):
                         audio, num_samples = data, int(round(source.recording_duration * SAMPLE_RATE))
                         copied += 1
@@ -349,11 +370,11 @@ def build_shard(task: ShardTask, out_dir: str) -> dict:
                 skipped.append({"id": key, "reason": f"audio unreadable: {type(error).__name__}: {error}"})
                 continue
             meta = sample_meta(source.meta, num_samples)
-            writer.add(f"{key}.{task.audio_format}", audio)
-            writer.add(f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+            members = [(f"{key}.{task.audio_format}", audio), (f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"))]
             if features is not None:
-                writer.add(f"{key}.npy", features)
-            writer.add(f"{key}.txt", (source.meta["text"] or "").encode("utf-8"))
+                members.append((f"{key}.npy", features))
+            members.append((f"{key}.txt", (source.meta["text"] or "").encode("utf-8")))
+            writer.add_many(members)
             stats.add(meta)
         writer.close()
     except BaseException:
