@@ -105,7 +105,8 @@ def test_quality_heuristics():
     assert assess("z", "今天天气很好", 1.5, "zh", 0.9, "今天天气很好").flags == ()
 
 
-def test_verify_with_records_agreement(corpus_factory, tmp_path, monkeypatch):
+def label_inhouse_with_verification(corpus_factory, tmp_path, monkeypatch, verify_with: str):
+    """Pseudo-label the in-house corpus via the emulated Tencent ASR, verified by another provider."""
     from mooer_data.prepare import PrepareConfig, prepare_corpus
     from mooer_data.pseudolabel import PseudolabelConfig, pseudolabel
 
@@ -116,11 +117,15 @@ def test_verify_with_records_agreement(corpus_factory, tmp_path, monkeypatch):
     for name, value in client_environment(emu.start()).items():
         monkeypatch.setenv(name, value)
     try:
-        result = pseudolabel(tmp_path / "in", tmp_path / "out", PseudolabelConfig(provider="tencent", verify_with="openai", timeout=5,
-                             policy=FAST, show_progress=False), log=lambda _: None)
+        config = PseudolabelConfig(provider="tencent", verify_with=verify_with, timeout=5, policy=FAST, show_progress=False)
+        result = pseudolabel(tmp_path / "in", tmp_path / "out", config, log=lambda _: None)
     finally:
         emu.stop()
-    quality = pq.read_table(tmp_path / "out" / "quality.parquet").to_pylist()
+    return result, pq.read_table(tmp_path / "out" / "quality.parquet").to_pylist()
+
+
+def test_verify_with_records_agreement(corpus_factory, tmp_path, monkeypatch):
+    result, quality = label_inhouse_with_verification(corpus_factory, tmp_path, monkeypatch, "openai")
     assert len(quality) == result.segments_written
     # both emulated services answer from the same oracle: they agree everywhere
     assert all(q["agreement_error"] == pytest.approx(0.0) for q in quality)
@@ -221,23 +226,10 @@ def test_third_party_providers_plug_in_through_entry_points(monkeypatch):
 
 
 def test_verify_with_a_disagreeing_provider_flags_every_segment(corpus_factory, tmp_path, monkeypatch):
-    from mooer_data.prepare import PrepareConfig, prepare_corpus
     from mooer_data.providers import registry
-    from mooer_data.pseudolabel import PseudolabelConfig, pseudolabel
 
     monkeypatch.setitem(registry._EXTRA, ("asr", "fake"), registry.ProviderSpec("asr", "fake", "mooer_data.testing.fakes:FakeAsr"))
-    expected = corpus_factory("inhouse")
-    prepare_corpus("inhouse", expected.root, tmp_path / "in", PrepareConfig(show_progress=False), log=lambda _: None)
-    oracle = minicorpora.oracle_for(expected)
-    emu = build_emulator(oracle=Oracle(oracle["audio"], oracle["translations"]), job_seconds=0.05)
-    for name, value in client_environment(emu.start()).items():
-        monkeypatch.setenv(name, value)
-    try:
-        result = pseudolabel(tmp_path / "in", tmp_path / "out", PseudolabelConfig(provider="tencent", verify_with="fake", timeout=5,
-                             policy=FAST, show_progress=False), log=lambda _: None)
-    finally:
-        emu.stop()
-    quality = pq.read_table(tmp_path / "out" / "quality.parquet").to_pylist()
+    result, quality = label_inhouse_with_verification(corpus_factory, tmp_path, monkeypatch, "fake")
     assert quality and all("disagrees" in q["flags"] and q["agreement_error"] > 0.3 for q in quality)
     assert result.flagged["disagrees"] == len(quality)
     # flagged, never deleted: every segment is still in the manifest
