@@ -191,3 +191,21 @@ def test_tar_writer_output_reads_back_with_tarfile_including_long_names(tmp_path
     import hashlib
 
     assert writer.digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_inhouse_format_is_converted_to_16k_mono(corpus_factory, tmp_path, monkeypatch):
+    """wav 44.1 kHz stereo, flac, opus, mp3, m4a and a 40 s file, once pseudo-labelled."""
+    from mooer_data.providers import registry
+    from mooer_data.pseudolabel import PseudolabelConfig, pseudolabel
+
+    monkeypatch.setitem(registry._EXTRA, ("asr", "fake"), registry.ProviderSpec("asr", "fake", "mooer_data.testing.fakes:FakeAsr"))
+    expected = corpus_factory("inhouse")
+    prepare_corpus("inhouse", expected.root, tmp_path / "m", PrepareConfig(show_progress=False), log=lambda _: None)
+    pseudolabel(tmp_path / "m", tmp_path / "p", PseudolabelConfig(provider="fake", show_progress=False), log=lambda _: None)
+    result = shard([tmp_path / "p"], tmp_path / "s")
+    assert result.samples == len(expected.recordings) and not result.skipped_segments
+    for sample in all_samples(tmp_path / "s").values():
+        audio, rate = sf.read(io.BytesIO(sample.audio), dtype="int16")
+        assert rate == 16000 and audio.ndim == 1
+        assert len(audio) == pytest.approx(sample.meta["duration"] * 16000, abs=0.05 * 16000)
+        assert np.abs(audio).max() > 500, "speech survived the conversion"
