@@ -99,9 +99,14 @@ class SegmentSource:
 
 @dataclass(frozen=True)
 class ShardTask:
+    """One shard to build: which manifest rows go in it. Rows, not row contents, travel to
+    the worker (pickling every segment's metadata cost the main process more than the
+    workers' own reading of the manifest)."""
+
     split: str
     index: int
-    segments: tuple[SegmentSource, ...]
+    rows: tuple[tuple[int, int], ...]  # (manifest directory index, segment row)
+    manifest_dirs: tuple[str, ...]
     audio_format: str
     features: str | None
 
@@ -123,53 +128,104 @@ class ShardResult:
 
 
 # -- planning --------------------------------------------------------------------------
-def collect_sources(manifest_dirs: Sequence[Path | str]) -> tuple[list[SegmentSource], list[dict]]:
-    """Segments with their audio, and (id, reason) rows for those that cannot be sharded."""
-    sources, skipped = [], []
-    for directory in open_manifest_dirs(manifest_dirs):
-        roots = directory.roots()
-        recordings = {r["id"]: r for r in directory.read("recordings").to_pylist()}
-        bases = {source: str(resolve_audio_path(root, "", source)) for source, root in roots.items()}
-        for segment in directory.read("segments").to_pylist():
-            if not (segment["text"] or "").strip():
-                skipped.append({"id": segment["id"], "reason": "no text: label it first (mooer-data pseudolabel)"})
-                continue
-            recording = recordings.get(segment["recording_id"])
-            if recording is None:
-                skipped.append({"id": segment["id"], "reason": f"recording {segment['recording_id']} is not in {directory.path}/recordings.parquet"})
-                continue
-            # string joins: pathlib per row cost ~0.5 s on 20k segments before any worker starts
-            base = bases.get(recording["source"])
-            path = recording["path"] if base is None or recording["path"].startswith("/") else os.path.join(base, recording["path"])
-            sources.append(
-                SegmentSource(segment, str(path), recording["duration"] or 0.0, recording["format"] or "", recording["sample_rate"] or 0,
-                              recording["channels"] or 0)
-            )
-    return sources, skipped
+@dataclass(frozen=True)
+class SegmentRef:
+    """What planning needs of a segment."""
+
+    directory: int
+    row: int
+    id: str
+    split: str
+    duration: float
 
 
-def plan_shards(sources: list[SegmentSource], config: ShardConfig) -> list[ShardTask]:
-    by_split: dict[str, list[SegmentSource]] = {}
-    for source in sources:
-        by_split.setdefault(source.meta["split"] or "train", []).append(source)
+def collect_refs(manifest_dirs: Sequence[Path | str]) -> tuple[list[str], list[SegmentRef], list[dict]]:
+    """(directories, shardable segments, (id, reason) rows for those that are not),
+    reading only the columns planning needs."""
+    import pyarrow.compute as pc
+
+    dirs = open_manifest_dirs(manifest_dirs)
+    refs, skipped = [], []
+    for index, directory in enumerate(dirs):
+        segments = directory.read("segments", columns=["id", "split", "duration", "text", "recording_id"])
+        recording_ids = directory.read("recordings", columns=["id"]).column("id")
+        has_text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(segments.column("text"))), 0), False)
+        has_recording = pc.is_in(segments.column("recording_id"), value_set=recording_ids)
+        columns = segments.to_pydict()
+        for row, (segment_id, split, duration, text_ok, recording_ok) in enumerate(
+            zip(columns["id"], columns["split"], columns["duration"], has_text.to_pylist(), has_recording.to_pylist())
+        ):
+            if not text_ok:
+                skipped.append({"id": segment_id, "reason": "no text: label it first (mooer-data pseudolabel)"})
+            elif not recording_ok:
+                skipped.append({"id": segment_id, "reason": f"recording {columns['recording_id'][row]} is not in {directory.path}/recordings.parquet"})
+            else:
+                refs.append(SegmentRef(index, row, segment_id, split or "train", duration or 0.0))
+    return [str(d.path) for d in dirs], refs, skipped
+
+
+def plan_shards(dirs: list[str], refs: list[SegmentRef], config: ShardConfig) -> list[ShardTask]:
+    by_split: dict[str, list[SegmentRef]] = {}
+    for ref in refs:
+        by_split.setdefault(ref.split, []).append(ref)
     tasks = []
     for split in sorted(by_split):
-        ordered = sorted(by_split[split], key=lambda s: (rank_key(config.seed, s.meta["id"]), s.meta["id"]))
-        current: list[SegmentSource] = []
+        ordered = sorted(by_split[split], key=lambda r: (rank_key(config.seed, r.id), r.id))
+        current: list[SegmentRef] = []
         size = 0.0
-        for source in ordered:
-            estimate = source.meta["duration"] * BYTES_PER_SECOND[config.audio_format]
+        for ref in ordered:
+            estimate = ref.duration * BYTES_PER_SECOND[config.audio_format]
             full = (config.max_count is not None and len(current) >= config.max_count) or (
                 config.shard_size is not None and current and size + estimate > config.shard_size
             )
             if full:
-                tasks.append(ShardTask(split, len([t for t in tasks if t.split == split]), tuple(current), config.audio_format, config.features))
+                tasks.append(_task(split, tasks, current, dirs, config))
                 current, size = [], 0.0
-            current.append(source)
+            current.append(ref)
             size += estimate
         if current:
-            tasks.append(ShardTask(split, len([t for t in tasks if t.split == split]), tuple(current), config.audio_format, config.features))
+            tasks.append(_task(split, tasks, current, dirs, config))
     return tasks
+
+
+def _task(split: str, tasks: list[ShardTask], refs: list[SegmentRef], dirs: list[str], config: ShardConfig) -> ShardTask:
+    index = sum(1 for t in tasks if t.split == split)
+    rows = tuple((r.directory, r.row) for r in sorted(refs, key=lambda r: r.id))
+    return ShardTask(split, index, rows, tuple(dirs), config.audio_format, config.features)
+
+
+# A worker reads each manifest once and keeps it for the shards it builds after (the
+# same memory the main process used to spend on it).
+_MANIFESTS: dict[str, tuple[list[dict], dict[str, dict], dict[str, str]]] = {}
+
+
+def _manifest(directory: str) -> tuple[list[dict], dict[str, dict], dict[str, str]]:
+    if directory not in _MANIFESTS:
+        manifest = open_manifest_dirs([directory])[0]
+        table = manifest.read("segments").to_pydict()
+        names = list(table)
+        segments = [dict(zip(names, values)) for values in zip(*table.values())]
+        recordings = {r["id"]: r for r in manifest.read("recordings").to_pylist()}
+        bases = {source: str(resolve_audio_path(root, "", source)) for source, root in manifest.roots().items()}
+        _MANIFESTS[directory] = (segments, recordings, bases)
+    return _MANIFESTS[directory]
+
+
+def sources_of(task: ShardTask) -> list[SegmentSource]:
+    """The task's segments with their audio, in member (id) order."""
+    sources = []
+    for directory_index, row in task.rows:
+        segments, recordings, bases = _manifest(task.manifest_dirs[directory_index])
+        segment = segments[row]
+        recording = recordings[segment["recording_id"]]
+        # string joins: a pathlib object per row cost more than the copy itself
+        base = bases.get(recording["source"])
+        path = recording["path"] if base is None or recording["path"].startswith("/") else os.path.join(base, recording["path"])
+        sources.append(
+            SegmentSource(segment, path, recording["duration"] or 0.0, recording["format"] or "", recording["sample_rate"] or 0,
+                          recording["channels"] or 0)
+        )
+    return sources
 
 
 # -- audio -----------------------------------------------------------------------------
@@ -352,7 +408,7 @@ def build_shard(task: ShardTask, out_dir: str) -> dict:
     stats = _ShardStats()
     writer = TarWriter(tmp)
     try:
-        for source in sorted(task.segments, key=lambda s: s.meta["id"]):
+        for source in sources_of(task):
             key = source.meta["id"]
             try:
                 audio, num_samples, samples = None, 0, None
@@ -436,10 +492,10 @@ def _build(args: tuple[ShardTask, str]) -> dict:
 def write_shards(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: ShardConfig,
                  log: Callable[[str], None] = print) -> ShardResult:
     out_dir = Path(out_dir)
-    sources, skipped = collect_sources(manifest_dirs)
-    if not sources:
+    dirs, refs, skipped = collect_refs(manifest_dirs)
+    if not refs:
         raise ValueError(f"no labelled segments to shard in {[str(d) for d in manifest_dirs]} ({len(skipped)} skipped)")
-    tasks = plan_shards(sources, config)
+    tasks = plan_shards(dirs, refs, config)
     result = ShardResult(shards=len(tasks))
     todo = [t for t in tasks if not (out_dir / t.relative_path).is_file()]
     done = [t for t in tasks if (out_dir / t.relative_path).is_file()]
