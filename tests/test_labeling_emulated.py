@@ -110,7 +110,11 @@ def test_kill_9_mid_run_then_rerun_pays_no_finished_item_twice(inhouse, emulator
     command = [sys.executable, "-m", "mooer_data.cli", "pseudolabel", str(manifest), "--provider", "tencent", "-o", str(tmp_path / "out"),
                "-q", "--concurrency", "2"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    time.sleep(3.5)
+    # kill once the first jobs are paid for (however slow the machine is to start Python)
+    deadline = time.monotonic() + 60
+    while not emu.billing.snapshot()["by_key"] and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
     assert process.poll() is None, "the run finished before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
