@@ -40,7 +40,7 @@ from mooer_data.providers.types import AudioItem, JobStatus, StagedAudio
 
 CREDENTIALS = DEFAULT_CREDENTIALS["aliyun"]
 SENTENCES = [{"start": 0.12, "end": 0.61, "text": "北京的天气。"}, {"start": 0.7, "end": 0.95, "text": "很好。"}]
-CLIENT_TIMEOUT = 0.3  # the emulator's "timeout" fault hangs a little longer than this
+CLIENT_TIMEOUT = 1.0  # the emulator's "timeout" fault hangs a little longer than this
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
@@ -403,9 +403,12 @@ def test_stuck_job_stays_queued(emu, audio_dir):
         ("unknown_job", JobExpired),
     ],
 )
-def test_poll_faults_map_to_error_classes(emu, audio_dir, fault, error_class):
+def test_poll_faults_map_to_error_classes(emu, audio_dir, fault, error_class, monkeypatch):
     audio = audio_item(audio_dir)
     provider = make_provider(emu.base_url)
+    # unknown_job only strikes a task that has not finished: keep it running whatever the
+    # machine's speed between submit and poll
+    monkeypatch.setattr(emu.jobs, "job_seconds", 60.0)
 
     async def run():
         async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT) as client:

@@ -31,7 +31,7 @@ from mooer_data.providers.secrets import Secret
 
 CREDENTIALS = DEFAULT_CREDENTIALS["baidu"]
 TRANSLATIONS = {"今天天气很好。": "The weather is nice today.", "我们去公园吧 & 喝茶+吃饭": "Let's go to the park & have tea + dinner", "你好": "Hello"}
-CLIENT_TIMEOUT = 0.3
+CLIENT_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,14 @@ from mooer_data.providers.registry import provider_class
 from mooer_data.providers.secrets import Secret
 
 KEY = DEFAULT_CREDENTIALS["deepl"]["auth_key"]
-CLIENT_TIMEOUT = 0.4
+CLIENT_TIMEOUT = 1.0
 TRANSLATIONS = {"你好": "Hello", "谢谢": "Thank you", "今天天气很好": "The weather is nice today"}
 
 
 @pytest.fixture(scope="module")
 def emulator():
     """One emulator per module (stopping one costs its 0.5 s serve_forever poll)."""
-    with build_emulator(providers=["deepl"], hang_seconds=0.8) as emu:
+    with build_emulator(providers=["deepl"], hang_seconds=CLIENT_TIMEOUT + 0.4) as emu:
         yield emu
 
 

@@ -30,8 +30,8 @@ from mooer_data.providers.stager import InlineStager
 from mooer_data.providers.types import AudioItem, JobStatus
 
 KEY = DEFAULT_CREDENTIALS["openai"]["api_key"]
-CLIENT_TIMEOUT = 0.4
-HANG_SECONDS = 0.8
+CLIENT_TIMEOUT = 1.0
+HANG_SECONDS = CLIENT_TIMEOUT + 0.4
 ZH_SENTENCES = [{"start": 0.0, "end": 0.6, "text": "今天天气很好"}, {"start": 0.6, "end": 1.2, "text": "我们去公园"}]
 
 

@@ -43,8 +43,8 @@ from mooer_data.providers.types import AudioItem, JobStatus, StagedAudio
 
 CREDS = DEFAULT_CREDENTIALS["tencent"]
 SECRETS = (CREDS["secret_id"], CREDS["secret_key"])
-CLIENT_TIMEOUT = 0.25
-HANG_SECONDS = 0.4
+CLIENT_TIMEOUT = 1.0
+HANG_SECONDS = CLIENT_TIMEOUT + 0.4
 SENTENCES = [
     {"start": 0.0, "end": 0.42, "text": "Hello there."},
     {"start": 0.42, "end": 0.9, "text": "Second sentence here."},
