@@ -37,6 +37,9 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_sample.py
+	$(PY) benchmarks/bench_pseudolabel.py
+	$(PY) benchmarks/bench_shard.py
+	$(PY) benchmarks/bench_load.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
