@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from .manifest import open_manifest_dirs, resolve_audio_path
+from .progress import progress_factory
 from .sampling import rank_key
 from .shard_format import DATA_LIST, FIXED_MTIME, INDEX_FILE, SHARD_PATTERN, iter_shard
 
@@ -503,7 +505,8 @@ def write_shards(manifest_dirs: Sequence[Path | str], out_dir: Path | str, confi
     if done:
         log(f"shard: {len(done)} of {len(tasks)} shards already complete; building {len(todo)}")
     rows: dict[str, dict] = {}
-    progress = _progress(config.show_progress, len(tasks))
+    start = progress_factory(config.show_progress and sys.stderr.isatty())
+    progress = start("shard", len(tasks)) if start else None
     jobs = max(1, config.jobs)
     work: Iterable[dict]
     if jobs == 1:
@@ -553,17 +556,6 @@ def _write_index(out_dir: Path, rows: list[dict], skipped: list[dict]) -> None:
     train = [r for r in rows if r["split"] == "train"]
     # MooER's own loader reads data.list: one shard path per line
     (out_dir / DATA_LIST).write_text("".join(str((out_dir / r["path"]).resolve()) + "\n" for r in train))
-
-
-def _progress(enabled: bool, total: int):
-    import sys
-
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="shard", unit="shard")
-    return bar.update
 
 
 # -- verifying -------------------------------------------------------------------------

@@ -15,8 +15,9 @@ import pytest
 TABLES = ("segments.parquet", "recordings.parquet", "rejects.parquet")
 
 
-def run_prepare(expected, out_dir, kill_after: float | None = None) -> None:
-    command = [sys.executable, "-m", "mooer_data.cli", "prepare", expected.corpus, str(expected.root), str(out_dir), "-q", "-j", "2"]
+def run_cli(arguments: list[str], kill_after: float | None = None) -> None:
+    """Run `mooer-data ARGUMENTS` to completion, or SIGKILL its process group after a delay."""
+    command = [sys.executable, "-m", "mooer_data.cli", *arguments]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     if kill_after is None:
         _, err = process.communicate(timeout=120)
@@ -26,6 +27,10 @@ def run_prepare(expected, out_dir, kill_after: float | None = None) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+
+
+def run_prepare(expected, out_dir, kill_after: float | None = None) -> None:
+    run_cli(["prepare", expected.corpus, str(expected.root), str(out_dir), "-q", "-j", "2"], kill_after)
 
 
 @pytest.mark.parametrize("corpus", ["multi_cn", "wenetspeech"])
@@ -46,18 +51,9 @@ def test_kill_at_any_moment_then_rerun(corpus, corpus_factory, tmp_path):
 def test_kill_shard_at_any_moment_then_rerun_gives_the_same_bytes(corpus_factory, tmp_path):
     expected = corpus_factory("wenetspeech")
     run_prepare(expected, tmp_path / "manifest")
-    command = [sys.executable, "-m", "mooer_data.cli", "shard", str(tmp_path / "manifest"), "--max-count", "2", "-j", "2", "-q"]
 
     def run(out, kill_after=None):
-        process = subprocess.Popen(command + ["-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        if kill_after is None:
-            _, err = process.communicate(timeout=120)
-            assert process.returncode == 0, err.decode()
-            return
-        time.sleep(kill_after)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        run_cli(["shard", str(tmp_path / "manifest"), "--max-count", "2", "-j", "2", "-q", "-o", str(out)], kill_after)
 
     run(tmp_path / "reference")
     reference = {p.relative_to(tmp_path / "reference"): p.read_bytes() for p in (tmp_path / "reference").glob("*/*.tar")}

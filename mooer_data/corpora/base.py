@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..audio import AudioProblem, check_format, probe_many, relative_to_root
+from ..audio import MISSING_AUDIO, AudioProblem, check_format, probe_many, relative_to_root  # noqa: F401 - MISSING_AUDIO re-exported for the recipes
 from ..manifest import ID_PATTERN, TableSink
 from ..text import normalize_transcript
 
@@ -22,7 +22,6 @@ BAD_LINE = "bad-line"
 BAD_SEGMENT = "bad-segment"
 NOT_EXTRACTED = "not-extracted"
 BAD_ID = "bad-id"
-MISSING_AUDIO = "missing-audio"
 
 
 class CorpusLayoutError(ValueError):
