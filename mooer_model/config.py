@@ -121,12 +121,15 @@ class ModelConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     cmvn_file: Optional[str] = field(default=None, metadata={"help": "am.mvn (Kaldi nnet <AddShift>/<Rescale>); required"})
     init_from: Optional[str] = field(default=None, metadata={"help": "a MooER-layout checkpoint directory to start from"})
-    init_task: str = field(default="asr", metadata={"help": "which task directory of init_from: asr, ast or asr_ast_mtl"})
+    init_task: str = field(default="asr", metadata={"help": "which task directory of init_from: asr, ast, asr_ast_mtl (MooER's) or any other"})
     prompt_template: str = "qwen"
 
     def __post_init__(self) -> None:
-        _need(self.init_task in ("asr", "ast", "asr_ast_mtl"), "model.init_task",
-              f"expected asr, ast or asr_ast_mtl, found {self.init_task!r}")
+        # MooER ships asr/, ast/ and asr_ast_mtl/; its training writes <name>_merged/: any
+        # plain directory name is accepted.
+        _need(isinstance(self.init_task, str) and bool(self.init_task) and "/" not in self.init_task
+              and "\\" not in self.init_task and self.init_task not in (".", ".."), "model.init_task",
+              f"expected a task directory name such as asr, ast or asr_ast_mtl, found {self.init_task!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -155,3 +158,19 @@ def from_dict(cls, data: dict | None, where: str = ""):
 def to_dict(config) -> dict:
     """The plain-data form (YAML/JSON-safe) of any config dataclass."""
     return dataclasses.asdict(config)
+
+
+def with_overrides(config, overrides: dict | None):
+    """A copy of config dataclass ``config`` with dotted-key overrides applied, e.g.
+    ``{"llm.dtype": "bfloat16", "encoder.num_blocks": 4, "cmvn_file": "am.mvn"}``; the result
+    is validated like any config (an unknown key is a :class:`ConfigError`)."""
+    data = to_dict(config)
+    for dotted, value in (overrides or {}).items():
+        node, parts = data, str(dotted).split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted!r}: expected {'.'.join(parts[:depth + 1])} to be a section, found {child!r}")
+            node = child
+        node[parts[-1]] = value
+    return from_dict(type(config), data)
