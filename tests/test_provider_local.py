@@ -140,13 +140,14 @@ def test_mandarin_without_a_model_is_not_configured(tmp_path, speech):
         assert needed in message
 
 
-def test_mooer_engine_is_not_configured_yet(tmp_path, speech, monkeypatch):
+def test_mooer_engine_without_a_model_dir_is_not_configured(tmp_path, speech, monkeypatch):
+    # the engine itself is tested in tests/test_provider_local_mooer.py
     path = write_wav(tmp_path / "a.wav", speech[SENTENCES[0]])
     monkeypatch.setenv("MOOER_LOCAL_ASR_ENGINE", "mooer")
     provider = local_asr()
-    with pytest.raises(NotConfigured, match="model/trainer milestone"):
+    with pytest.raises(NotConfigured, match="engine mooer needs a model directory"):
         provider.check_configured()
-    with pytest.raises(NotConfigured, match="model/trainer milestone"):
+    with pytest.raises(NotConfigured, match="engine mooer needs a model directory"):
         transcribe(provider, item(path))
     with pytest.raises(NotConfigured, match="expected one of pocketsphinx, funasr, mooer"):
         local_asr(engine="kaldi").check_configured()

@@ -11,7 +11,12 @@ or ``MOOER_LOCAL_ASR_ENGINE``):
 - ``funasr``: a Paraformer-style model directory (option ``model_dir`` or
   ``MOOER_LOCAL_ASR_MODEL_DIR``), loaded once per provider instance through
   ``funasr.AutoModel`` with hub access disabled.
-- ``mooer``: arrives with the model/trainer milestone.
+- ``mooer``: a MooER model decoded through ``mooer_model.infer``: option ``model_dir``
+  (a MooER release root or task directory, or a ``mooer-train export`` output; or
+  ``MOOER_LOCAL_ASR_MODEL_DIR``), ``llm_dir`` (Qwen2-7B-Instruct, needed by a MooER
+  release; or ``MOOER_LOCAL_ASR_LLM_DIR``), ``task`` (asr, the default; mtl keeps the
+  transcript half), ``task_dir``, ``device`` (auto) and ``beams`` (4). Loaded once per
+  provider instance; needs the ``[train]`` extra (torch, transformers, peft).
 
 Work runs in a worker thread (``asyncio.to_thread``) so the event loop keeps serving
 other providers. Recordings longer than ``vad_above_s`` (30 s) are cut into speech
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import queue
 import threading
 from pathlib import Path
@@ -39,6 +45,7 @@ SAMPLE_RATE = 16000
 ENGINES = ("pocketsphinx", "funasr", "mooer")
 ENGINE_ENV = ("MOOER_LOCAL_ASR_ENGINE",)
 MODEL_DIR_ENV = ("MOOER_LOCAL_ASR_MODEL_DIR",)
+LLM_DIR_ENV = ("MOOER_LOCAL_ASR_LLM_DIR",)
 # pocketsphinx consumes audio in small buffers: feeding the whole utterance at once
 # (full_utt) lost whole sentences on espeak speech that chunked feeding recognises.
 POCKETSPHINX_CHUNK_SAMPLES = 2048
@@ -230,6 +237,91 @@ class FunasrEngine:
         return " ".join(t.strip() for t in texts if t.strip()), None
 
 
+class MooerEngine:
+    """A MooER model through ``mooer_model.infer``, loaded once (lazily, thread-safe);
+    one generate at a time, as it uses every core. Its imports stay inside the methods:
+    the data side installs without torch."""
+
+    TASKS = ("asr", "ast", "mtl")
+    PACKAGES = ("torch", "transformers", "peft")
+
+    def __init__(self, options: dict):
+        self.options = options
+        self._model = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    @staticmethod
+    def parse_options(options: dict) -> dict:
+        """The engine's options, checked: raises NotConfigured naming the bad one."""
+        model_dir = options.get("model_dir")
+        if not model_dir:
+            raise NotConfigured(
+                "local",
+                "engine mooer needs a model directory: --set local.model_dir=DIR (or MOOER_LOCAL_ASR_MODEL_DIR), a MooER "
+                "release root or task directory or a `mooer-train export` output, and for a MooER release "
+                "--set local.llm_dir=DIR (or MOOER_LOCAL_ASR_LLM_DIR), the Qwen2-7B-Instruct directory",
+            )
+        llm_dir = options.get("llm_dir") or next((os.environ[name] for name in LLM_DIR_ENV if os.environ.get(name)), None)
+        task = str(options.get("task", "asr")).strip().lower()
+        if task not in MooerEngine.TASKS:
+            raise NotConfigured("local", f"option task: expected one of {', '.join(MooerEngine.TASKS)}, found {task!r}")
+        try:
+            beams = int(options.get("beams", 4))
+        except (TypeError, ValueError):
+            beams = 0
+        if beams < 1:
+            raise NotConfigured("local", f"option beams: expected a positive integer, found {options.get('beams')!r}")
+        return {"model_dir": str(model_dir), "llm_dir": str(llm_dir) if llm_dir else None, "task": task, "beams": beams,
+                "task_dir": options.get("task_dir") or None, "device": str(options.get("device", "auto"))}
+
+    @staticmethod
+    def check(options: dict) -> None:
+        """Everything but loading the weights: options, packages, layout, device."""
+        settings = MooerEngine.parse_options(options)
+        missing = [name for name in MooerEngine.PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise NotConfigured("local", f"engine mooer: expected {', '.join(missing)} installed, found them missing: pip install 'mooer[train]'")
+        from mooer_model.device import resolve_device
+        from mooer_model.infer import check_model_dir
+
+        try:
+            check_model_dir(settings["model_dir"], settings["llm_dir"], settings["task"], settings["task_dir"])
+            resolve_device(settings["device"])
+        except ValueError as error:  # CheckpointError too
+            raise NotConfigured("local", f"engine mooer: {error}") from None
+
+    def model(self):
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self.check(self.options)
+                    settings = self.parse_options(self.options)
+                    from mooer_model.infer import load_model
+
+                    try:
+                        self._model = load_model(settings["model_dir"], settings["llm_dir"], settings["task"], settings["task_dir"],
+                                                 settings["device"])
+                    except ValueError as error:  # a checkpoint that does not load is a configuration problem
+                        raise NotConfigured("local", f"engine mooer could not load {settings['model_dir']}: {error}") from None
+        return self._model
+
+    def transcribe(self, samples: np.ndarray, language: str) -> tuple[str, float | None]:
+        from mooer_model.infer import MIN_SAMPLES, transcribe_waveforms
+        from mooer_model.model import GenerationSettings
+        from mooer_model.prompts import split_mtl_output
+
+        if len(samples) < MIN_SAMPLES:  # too short for one audio embedding: nothing was said
+            return "", None
+        settings = self.parse_options(self.options)
+        model = self.model()
+        with self._run_lock:
+            [output] = transcribe_waveforms(model, [samples], settings["task"], GenerationSettings(num_beams=settings["beams"]))
+        if settings["task"] == "mtl":
+            output = split_mtl_output(output)[0]
+        return output.strip(), None
+
+
 # --------------------------------------------------------------------------- provider
 class LocalAsr(AsrProvider):
     name = "local"
@@ -266,11 +358,8 @@ class LocalAsr(AsrProvider):
         if engine not in ENGINES:
             raise NotConfigured(self.name, f"option engine: expected one of {', '.join(ENGINES)}, found {engine!r}")
         if engine == "mooer":
-            raise NotConfigured(
-                self.name,
-                "engine mooer is not available yet: it arrives with the model/trainer milestone; "
-                "use --set local.engine=pocketsphinx (bundled) or --set local.engine=funasr --set local.model_dir=DIR",
-            )
+            MooerEngine.check(options)
+            return
         package = {"pocketsphinx": "pocketsphinx", "funasr": "funasr"}[engine]
         if importlib.util.find_spec(package) is None:
             raise NotConfigured(self.name, f"engine {engine}: expected the {package} package, found it not installed: pip install 'mooer[local]'")
@@ -283,7 +372,8 @@ class LocalAsr(AsrProvider):
                 if self._engine is None:
                     self.check_configured()
                     options = self.resolved_options()
-                    self._engine = PocketsphinxEngine(options) if options["engine"] == "pocketsphinx" else FunasrEngine(options)
+                    engines = {"pocketsphinx": PocketsphinxEngine, "funasr": FunasrEngine, "mooer": MooerEngine}
+                    self._engine = engines[options["engine"]](options)
         return self._engine
 
     # -- the work --------------------------------------------------------------------
