@@ -6,7 +6,9 @@ PIP := $(VENV)/bin/pip
 # The CPU build of torch lies on local disk; installing it first stops any
 # later requirement from pulling a multi-GB CUDA wheel (see reference/stack.md).
 TORCH_SPEC ?= torch==2.13.0
-APT_PACKAGES := espeak-ng sox
+# espeak-ng and sox speak the miniature corpora; headless Chromium renders the report
+# in its test (tests/test_report.py fails, naming this target, when it is missing).
+APT_PACKAGES := espeak-ng sox chromium-headless-shell
 
 .PHONY: test demo setup system-deps bench clean
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 system-deps:
-	@missing=""; for tool in espeak-ng sox; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in $(APT_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 app = typer.Typer(
-    help="Build MT5K-style speech training data: prepare corpora, sample hour budgets, inspect manifests.",
+    help="Build MT5K-style speech training data: prepare corpora, sample hour budgets, label, shard, report.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -19,6 +19,18 @@ app = typer.Typer(
 def _fail(error: Exception) -> None:
     typer.echo(f"error: {error}", err=True)
     raise typer.Exit(code=2)
+
+
+def _share(part: Optional[str]):
+    """``--part R/W`` -> PartSpec (None when not given)."""
+    if part is None:
+        return None
+    from .parts import PartSpec
+
+    return PartSpec.parse(part)
+
+
+PART_HELP = "work on share R of W (0-based), e.g. 0/4; join the shares with `mooer-data merge-parts`"
 
 
 def _split_parts(parts: Optional[List[str]]) -> list[str] | None:
@@ -33,15 +45,16 @@ def prepare(
     corpus_dir: Path = typer.Argument(..., help="the corpus as extracted from its archives"),
     out_dir: Path = typer.Argument(..., help="where recordings/segments/rejects.parquet are written"),
     jobs: int = typer.Option(1, "-j", "--jobs", min=1, help="processes probing audio headers in parallel"),
-    parts: Optional[List[str]] = typer.Option(None, "--parts", help="only these parts (comma separated or repeated)"),
+    parts: Optional[List[str]] = typer.Option(None, "--parts", help="only these corpus parts (comma separated or repeated)"),
+    part: Optional[str] = typer.Option(None, "--part", help="only the corpus files of share R/W: " + PART_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Turn a corpus directory into Parquet manifests; bad items go to rejects.parquet."""
     from .corpora.base import CorpusLayoutError
     from .prepare import PrepareConfig, prepare_corpus
 
-    config = PrepareConfig(jobs=jobs, parts=_split_parts(parts), show_progress=not quiet and sys.stderr.isatty())
     try:
+        config = PrepareConfig(jobs=jobs, parts=_split_parts(parts), show_progress=not quiet and sys.stderr.isatty(), share=_share(part))
         prepare_corpus(corpus, corpus_dir, out_dir, config, log=typer.echo)
     except (CorpusLayoutError, ValueError) as error:
         _fail(error)
@@ -55,6 +68,7 @@ def sample(
     hours: Optional[float] = typer.Option(None, "--hours", help="one budget over all sources together"),
     hours_per_source: Optional[str] = typer.Option(None, "--hours-per-source", help="SRC=H,SRC=H,..."),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be selected; write nothing"),
+    part: Optional[str] = typer.Option(None, "--part", help="plan over every row, write share R/W: " + PART_HELP),
 ) -> None:
     """Draw segments (or in-house recordings) by hour budget, deterministically."""
     from .sampling import SampleConfig, parse_hours_per_source, plan_sample, sample_manifests
@@ -64,7 +78,8 @@ def sample(
     try:
         budgets = parse_hours_per_source(hours_per_source) if hours_per_source else None
         config = SampleConfig(seed=seed, hours=hours, hours_per_source=budgets)
-        result = plan_sample(manifest_dirs, config).result if dry_run else sample_manifests(manifest_dirs, out_dir, config)
+        share = _share(part)
+        result = plan_sample(manifest_dirs, config).result if dry_run else sample_manifests(manifest_dirs, out_dir, config, share=share)
     except ValueError as error:
         _fail(error)
     for name, group in sorted(result.groups.items()):
@@ -143,6 +158,34 @@ def _parse_settings(settings: Optional[List[str]]) -> dict[str, dict]:
     return options
 
 
+def _share_input(manifest_dir: Path, out: Path, part: Optional[str]) -> Path:
+    """With --part, the stage reads its share of MANIFEST_DIR (written beside its output)."""
+    share = _share(part)
+    if share is None:
+        return manifest_dir
+    from .parts import write_share
+
+    share_dir = out / ".share-input"
+    write_share(manifest_dir, share, share_dir)
+    return share_dir
+
+
+def _dry_share_input(manifest_dir: Path, part: Optional[str]) -> Path:
+    """A dry run writes nothing beside its output: the share goes to a temporary directory."""
+    if part is None:
+        return manifest_dir
+    import atexit
+    import shutil
+    import tempfile
+
+    from .parts import write_share
+
+    share_dir = Path(tempfile.mkdtemp(prefix="mooer-share-"))
+    atexit.register(shutil.rmtree, share_dir, True)
+    write_share(manifest_dir, _share(part), share_dir)
+    return share_dir
+
+
 @app.command()
 def pseudolabel(
     manifest_dir: Path = typer.Argument(..., help="a manifest directory (e.g. a sample with in-house recordings)"),
@@ -156,6 +199,7 @@ def pseudolabel(
     stager_url_prefix: Optional[str] = typer.Option(None, "--stager-url-prefix", help="URL serving the corpus root (URL-only services)"),
     settings: Optional[List[str]] = typer.Option(None, "--set", help="provider options: PROVIDER.KEY=VALUE"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be sent and the cost estimate; send nothing"),
+    part: Optional[str] = typer.Option(None, "--part", help="label share R/W only (OUT gets that share): " + PART_HELP),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """ASR labels for every recording or segment without text."""
@@ -164,12 +208,14 @@ def pseudolabel(
     from .pseudolabel import pseudolabel as run_pseudolabel
 
     try:
+        out = out or manifest_dir.with_name(manifest_dir.name + "-pseudo")
+        manifest_dir = _dry_share_input(manifest_dir, part) if dry_run else _share_input(manifest_dir, out, part)
         config = PseudolabelConfig(
             provider=provider, fallbacks=tuple(fallback or ()), concurrency=concurrency, rate=_parse_rate(rate),
             dry_run=dry_run, verify_with=verify_with, language=language, stager_url_prefix=stager_url_prefix,
             provider_options=_parse_settings(settings), show_progress=not quiet,
         )
-        run_pseudolabel(manifest_dir, out or manifest_dir.with_name(manifest_dir.name + "-pseudo"), config, log=typer.echo)
+        run_pseudolabel(manifest_dir, out, config, log=typer.echo)
     except (ValueError, ProviderError) as error:
         _fail(error)
 
@@ -184,6 +230,7 @@ def translate(
     rate: Optional[str] = typer.Option(None, "--rate", help="requests per second per provider, e.g. 5/s"),
     settings: Optional[List[str]] = typer.Option(None, "--set", help="provider options: PROVIDER.KEY=VALUE"),
     dry_run: bool = typer.Option(False, "--dry-run"),
+    part: Optional[str] = typer.Option(None, "--part", help="translate share R/W only (OUT gets that share): " + PART_HELP),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Fill `translation` (zh -> en) for segments with Mandarin text."""
@@ -191,11 +238,13 @@ def translate(
     from .translate import TranslateConfig, translate_manifest
 
     try:
+        out = out or manifest_dir.with_name(manifest_dir.name + "-translated")
+        manifest_dir = _dry_share_input(manifest_dir, part) if dry_run else _share_input(manifest_dir, out, part)
         config = TranslateConfig(
             provider=provider, fallbacks=tuple(fallback or ()), concurrency=concurrency, rate=_parse_rate(rate),
             dry_run=dry_run, provider_options=_parse_settings(settings), show_progress=not quiet,
         )
-        translate_manifest(manifest_dir, out or manifest_dir.with_name(manifest_dir.name + "-translated"), config, log=typer.echo)
+        translate_manifest(manifest_dir, out, config, log=typer.echo)
     except (ValueError, ProviderError) as error:
         _fail(error)
 
@@ -258,6 +307,7 @@ def shard(
     features: Optional[str] = typer.Option(None, "--features", help="fbank-lfr: precompute features into the shards"),
     seed: int = typer.Option(0, "--seed", help="the shuffle that mixes every shard"),
     jobs: int = typer.Option(1, "-j", "--jobs", min=1),
+    part: Optional[str] = typer.Option(None, "--part", help="build the shards at positions R, R+W, ... of the global plan: " + PART_HELP),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Cut, convert and pack segments into WebDataset tars with an index and data.list."""
@@ -268,7 +318,7 @@ def shard(
             shard_size=None if max_count else parse_size(shard_size), max_count=max_count, audio_format=audio_format,
             features=features, seed=seed, jobs=jobs, show_progress=not quiet,
         )
-        write_shards(manifest_dirs, out, config, log=typer.echo)
+        write_shards(manifest_dirs, out, config, log=typer.echo, share=_share(part))
     except ValueError as error:
         _fail(error)
 
@@ -286,18 +336,99 @@ def verify_shards_command(directory: Path = typer.Argument(..., help="a director
     typer.echo(f"verify-shards: {directory} is consistent")
 
 
+@app.command("build-mt5k")
+def build_mt5k_command(
+    recipe: Path = typer.Option(Path("pipelines/mt5k.yaml"), "--recipe", help="the recipe YAML (corpora, budgets, providers, shards, output)"),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="first stage: prepare, sample, pseudolabel, translate, shard, merge, report"),
+    to_stage: Optional[str] = typer.Option(None, "--to", help="last stage"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what each stage would do and the provider cost estimate; do nothing"),
+    part: Optional[str] = typer.Option(None, "--part", help="build share R/W through the shard stage: " + PART_HELP),
+    wait_for_parts: Optional[float] = typer.Option(None, "--wait-for-parts", help="seconds to wait for other parts' stages (sample and shard read every part)"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="no progress bars"),
+) -> None:
+    """The whole recipe as resumable stages: prepare, sample, pseudolabel, translate, shard, merge, report."""
+    from .build import BuildError, BuildOptions, build_mt5k
+    from .parts import MergeError, PartSpec
+    from .providers.errors import ProviderError
+    from .recipe import load_recipe
+
+    try:
+        loaded = load_recipe(recipe)
+        options = BuildOptions(from_stage=from_stage, to_stage=to_stage, dry_run=dry_run, part=_share(part) or PartSpec.whole(),
+                               show_progress=not quiet and sys.stderr.isatty(), wait_for_parts=wait_for_parts)
+        result = build_mt5k(loaded, options, log=typer.echo)
+    except (ValueError, FileNotFoundError, BuildError, MergeError, ProviderError) as error:
+        _fail(error)
+    if not dry_run:
+        typer.echo(f"build-mt5k: ran {', '.join(result.ran) or 'nothing'}; complete already: {', '.join(result.skipped) or 'none'}")
+        if result.report:
+            typer.echo(f"report: {result.report}")
+
+
+@app.command("merge-parts")
+def merge_parts_command(
+    part_dirs: Optional[List[Path]] = typer.Argument(None, help="without --recipe: the parts' output directories (manifests or shards)"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="join the parts of a split build-mt5k, then write its report"),
+    parts: Optional[int] = typer.Option(None, "--parts", min=1, help="W, the number of parts of the build"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="without --recipe: where the joined result goes"),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    wait_for_parts: Optional[float] = typer.Option(None, "--wait-for-parts", help="seconds to wait for parts still running"),
+) -> None:
+    """Join the shares of a `--part R/W` run, refusing anything missing or duplicated."""
+    from .build import BuildError, BuildOptions, merge_parts
+    from .parts import MergeError, merge_manifest_parts, merge_shard_parts
+    from .recipe import load_recipe
+    from .shards import PLAN_FILE
+
+    try:
+        if recipe is not None:
+            if parts is None:
+                raise ValueError("expected --parts W with --recipe")
+            result = merge_parts(load_recipe(recipe), parts, BuildOptions(dry_run=dry_run, wait_for_parts=wait_for_parts), log=typer.echo)
+            if result.report:
+                typer.echo(f"report: {result.report}")
+            return
+        if not part_dirs or out is None:
+            raise ValueError("expected --recipe R --parts W, or PART_DIR... -o OUT")
+        if all((d / PLAN_FILE).is_file() for d in part_dirs):
+            rows = merge_shard_parts(part_dirs, out)
+            typer.echo(f"merge-parts: {len(rows)} shards from {len(part_dirs)} parts -> {out}")
+        else:
+            counts = merge_manifest_parts(part_dirs, out)
+            typer.echo(f"merge-parts: {counts['segments']} segments, {counts.get('recordings', 0)} recordings, "
+                       f"{counts['rejects']} rejects from {len(part_dirs)} parts -> {out}")
+    except (ValueError, FileNotFoundError, BuildError, MergeError) as error:
+        _fail(error)
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(..., help="a build output, e.g. manifests/mt5k (or any manifest directory)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="where the page goes (default: DIRECTORY/report)"),
+) -> None:
+    """An HTML page with PNG plots and a Markdown summary of a built dataset."""
+    from .report import write_report
+
+    try:
+        page = write_report(directory, out)
+    except ValueError as error:
+        _fail(error)
+    typer.echo(f"report: {page} (and {page.with_suffix('.md').name} beside it)")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="working directory for the demo"),
-    recipe: Path = typer.Option(Path("pipelines/mt5k-demo.yaml"), "--recipe", help="budgets to sample"),
+    recipe: Path = typer.Option(Path("pipelines/mt5k-demo.yaml"), "--recipe", help="the demo recipe (corpora are generated)"),
     jobs: int = typer.Option(2, "-j", "--jobs", min=1),
 ) -> None:
-    """Generate the miniature corpora, prepare and sample them, print the stats."""
+    """Generate miniature corpora, run build-mt5k on them with the emulated cloud services, print where the report is."""
+    from .build import BuildError
     from .demo import run_demo
 
     try:
         run_demo(out, recipe, jobs=jobs, log=typer.echo)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, BuildError) as error:
         _fail(error)
 
 

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from .corpora.base import DUPLICATE_ID, PartWriters, PrepareContext
 from .corpora.registry import Recipe, get_recipe
 from .manifest import INFO_FILE, SCHEMA_VERSION, TABLE_FILES, TableSink
+from .parts import PartSpec
 from .progress import progress_factory
 
 PARTS_DIR = ".parts"
@@ -32,6 +33,8 @@ class PrepareConfig:
     jobs: int = 1
     parts: Sequence[str] | None = None
     show_progress: bool = True
+    # `--part R/W`: only the corpus files of this share (see mooer_data.parts)
+    share: PartSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,17 @@ class PrepareResult:
     counts: dict[str, int]
 
 
-def _fingerprint(recipe: Recipe, corpus_dir: Path, part: str) -> dict:
-    return {
+def _fingerprint(recipe: Recipe, corpus_dir: Path, part: str, share: PartSpec | None = None) -> dict:
+    fingerprint = {
         "corpus": recipe.name,
         "recipe_version": recipe.version,
         "schema_version": SCHEMA_VERSION,
         "corpus_dir": str(corpus_dir),
         "part": part,
     }
+    if share is not None and not share.is_whole:
+        fingerprint["share"] = str(share)
+    return fingerprint
 
 
 def _select_parts(recipe: Recipe, available: list[str], requested: Sequence[str] | None) -> list[str]:
@@ -148,12 +154,13 @@ def prepare_corpus(
         jobs=max(1, config.jobs),
         sample_rate=recipe.sample_rate,
         progress=progress_factory(config.show_progress),
+        share=config.share.owns if config.share is not None and not config.share.is_whole else None,
     )
     units = ["+".join(parts)] if recipe.combine_parts else parts
     prepared, skipped = [], []
     for part in units:
         part_dir = out_dir / PARTS_DIR / part
-        fingerprint = _fingerprint(recipe, corpus_dir, part)
+        fingerprint = _fingerprint(recipe, corpus_dir, part, config.share)
         if _part_is_done(part_dir, fingerprint):
             skipped.append(part)
             log(f"{recipe.name}/{part}: already prepared, skipping")
@@ -168,6 +175,7 @@ def prepare_corpus(
         "source": recipe.source,
         "root": str(corpus_dir),
         "parts": parts,
+        "share": str(config.share or PartSpec.whole()),
         "schema_version": SCHEMA_VERSION,
         "counts": counts,
     }

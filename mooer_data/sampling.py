@@ -24,7 +24,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,9 @@ from .manifest import (
     iter_parquet_files,
     open_manifest_dirs,
 )
+
+if TYPE_CHECKING:
+    from .parts import PartSpec
 
 SAMPLE_RECORD_FILE = "sample.json"
 POOL = "*"  # the budget group of --hours: every source together
@@ -83,6 +86,7 @@ class SampleResult:
     groups: dict[str, GroupResult] = field(default_factory=dict)
     segments: int = 0
     recordings: int = 0
+    share: str | None = None  # "R/W" when only that share's rows were written
 
     def to_json(self) -> str:
         payload = asdict(self)
@@ -293,27 +297,34 @@ def plan_sample(manifest_dirs: Sequence[Path | str], config: SampleConfig) -> Sa
     return SamplePlan(result, cutoffs, segment_sources, recording_only, roots, sampler)
 
 
-def sample_manifests(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: SampleConfig) -> SampleResult:
-    """Write the selection: segments and the recordings they need, plus sample.json."""
+def sample_manifests(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: SampleConfig, share: "PartSpec | None" = None) -> SampleResult:
+    """Write the selection: segments and the recordings they need, plus sample.json.
+
+    With ``share`` (``--part R/W``) the plan is still made over every row, but only the
+    share's rows are written: segments by id, the recordings they cut from, and chosen
+    recordings without segments by their own id — so the shares' union is the selection.
+    """
     plan = plan_sample(manifest_dirs, config)
     sampler, result, cutoffs, roots = plan.sampler, plan.result, plan.cutoffs, plan.roots
+    in_share = share.sql("id") if share is not None else "TRUE"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segments_path = out_dir / SEGMENTS_FILE
     if sampler.segment_files:
-        condition = sampler.condition(cutoffs, plan.segment_sources)
+        condition = f"{sampler.condition(cutoffs, plan.segment_sources)} AND {in_share}"
         query = f"SELECT * FROM read_parquet({_sql_list(sampler.segment_files)}) WHERE {condition}"
         result.segments = sampler.copy(query, segments_path, "segments", roots)
     if sampler.recording_files:
         used = f"id IN (SELECT recording_id FROM read_parquet({_sql_list([str(segments_path)])}))" if sampler.segment_files else "FALSE"
         query = (
             f"SELECT * FROM read_parquet({_sql_list(sampler.recording_files)}) "
-            f"WHERE {used} OR {sampler.condition(cutoffs, plan.recording_only_sources)}"
+            f"WHERE {used} OR ({sampler.condition(cutoffs, plan.recording_only_sources)} AND {in_share})"
         )
         result.recordings = sampler.copy(query, out_dir / RECORDINGS_FILE, "recordings", roots)
+    result.share = str(share) if share is not None else None
     (out_dir / SAMPLE_RECORD_FILE).write_text(result.to_json())
-    (out_dir / INFO_FILE).write_text(
-        json.dumps({"sampled_from": result.inputs, "seed": config.seed, "schema_version": SCHEMA_VERSION, "roots": roots}, indent=2)
-        + "\n"
-    )
+    info = {"sampled_from": result.inputs, "seed": config.seed, "schema_version": SCHEMA_VERSION, "roots": roots}
+    if share is not None:
+        info["share"] = str(share)
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return result

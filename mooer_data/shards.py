@@ -22,7 +22,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,11 +34,15 @@ from .progress import progress_factory
 from .sampling import rank_key
 from .shard_format import DATA_LIST, FIXED_MTIME, INDEX_FILE, SHARD_PATTERN, iter_shard
 
+if TYPE_CHECKING:
+    from .parts import PartSpec
+
 SAMPLE_RATE = 16000
 # Planning uses an estimate, never the encoded size, so the plan (and every shard's
 # content) does not depend on encoder details: FLAC of speech is ~55% of 16-bit PCM.
 BYTES_PER_SECOND = {"flac": 17_600, "wav": 32_000}
 SKIPPED_FILE = "skipped.parquet"
+PLAN_FILE = "plan.json"  # with --part R/W: every shard of the global plan, for the merge
 INDEX_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -492,12 +496,19 @@ def _build(args: tuple[ShardTask, str]) -> dict:
 
 
 def write_shards(manifest_dirs: Sequence[Path | str], out_dir: Path | str, config: ShardConfig,
-                 log: Callable[[str], None] = print) -> ShardResult:
+                 log: Callable[[str], None] = print, share: "PartSpec | None" = None) -> ShardResult:
+    """Build the planned shards missing from ``out_dir`` and write the index.
+
+    With ``share`` (``--part R/W``) the plan is made over every given manifest as usual,
+    and this run builds the shards at positions R, R+W, R+2W... of it; ``out_dir`` then
+    gets that part's index and ``plan.json``, and ``mooer-data merge-parts`` joins the parts.
+    """
     out_dir = Path(out_dir)
     dirs, refs, skipped = collect_refs(manifest_dirs)
     if not refs:
         raise ValueError(f"no labelled segments to shard in {[str(d) for d in manifest_dirs]} ({len(skipped)} skipped)")
-    tasks = plan_shards(dirs, refs, config)
+    planned = plan_shards(dirs, refs, config)
+    tasks = planned if share is None else [t for position, t in enumerate(planned) if share.owns_position(position)]
     result = ShardResult(shards=len(tasks))
     todo = [t for t in tasks if not (out_dir / t.relative_path).is_file()]
     done = [t for t in tasks if (out_dir / t.relative_path).is_file()]
@@ -533,7 +544,13 @@ def write_shards(manifest_dirs: Sequence[Path | str], out_dir: Path | str, confi
     for row in skipped:
         reason = row["reason"].split(":", 1)[0]
         result.skipped_segments[reason] = result.skipped_segments.get(reason, 0) + 1
-    _write_index(out_dir, ordered, skipped)
+    if share is None:
+        write_index(out_dir, ordered, skipped)
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_index(out_dir, ordered, skipped, lists=False)
+        plan = {"part": str(share), "shards": [t.relative_path for t in planned]}
+        (out_dir / PLAN_FILE).write_text(json.dumps(plan, indent=1) + "\n")
     log(
         f"shard: {result.samples} samples, {result.seconds / 3600:.3f} h in {result.shards} shards "
         f"({result.built} built, {result.skipped_existing} kept; {result.copied} copied as they were), "
@@ -542,13 +559,16 @@ def write_shards(manifest_dirs: Sequence[Path | str], out_dir: Path | str, confi
     return result
 
 
-def _write_index(out_dir: Path, rows: list[dict], skipped: list[dict]) -> None:
+def write_index(out_dir: Path, rows: list[dict], skipped: list[dict], lists: bool = True) -> None:
+    """index.parquet and skipped.parquet, and (``lists``) the split lists and data.list."""
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     tmp = out_dir / (INDEX_FILE + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, out_dir / INDEX_FILE)
     skipped_table = pa.Table.from_pylist(sorted(skipped, key=lambda r: r["id"]), schema=pa.schema([("id", pa.string()), ("reason", pa.string())]))
     pq.write_table(skipped_table, out_dir / SKIPPED_FILE)
+    if not lists:
+        return
     splits = sorted({r["split"] for r in rows})
     for split in splits:
         lines = "".join(str((out_dir / r["path"]).resolve()) + "\n" for r in rows if r["split"] == split)

@@ -74,14 +74,14 @@ def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
     recipe = Path(__file__).resolve().parents[1] / "pipelines" / "mt5k-demo.yaml"
     result = invoke("demo", "--out", tmp_path, "--recipe", recipe)
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "manifests" / "mt5k-sample" / "sample.json").read_text())
+    record = json.loads((tmp_path / "manifests" / "mt5k" / "sample.json").read_text())
     assert set(record["groups"]) == {"aishell2", "librispeech", "multi_cn", "wenetspeech", "inhouse"}
     for group in record["groups"].values():
         assert group["reached_hours"] >= group["requested_hours"] or group["reached_hours"] == group["available_hours"]
     assert "segments by source" in result.output and "rejects by reason" in result.output
     assert "demo finished" in result.output
     # the sampled in-house audio was pseudo-labelled and the Mandarin translated via the emulator
-    labelled = pq.read_table(tmp_path / "manifests" / "mt5k-labelled" / "segments.parquet").to_pylist()
+    labelled = pq.read_table(tmp_path / "manifests" / "mt5k" / "segments.parquet").to_pylist()
     assert any(s["label_origin"] == "pseudo:tencent" for s in labelled)
     assert all(s["translation"] for s in labelled if s["language"] == "zh")
     assert "EMULATED" in result.output and "came from the emulator" in result.output
@@ -89,3 +89,5 @@ def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
     from mooer_data.shards import verify_shards
 
     assert (tmp_path / "manifests" / "mt5k" / "data.list").is_file() and verify_shards(tmp_path / "manifests" / "mt5k") == []
+    # built by build-mt5k, ending with the report
+    assert f"the report is at {tmp_path / 'manifests' / 'mt5k' / 'report' / 'report.html'}" in result.output

@@ -86,9 +86,15 @@ class PrepareContext:
     jobs: int = 1
     sample_rate: int | None = 16000
     progress: Callable[[str, int], Callable[[int], None]] | None = None
+    # `prepare --part R/W`: only corpus files whose item this returns True for are read
+    # (mooer_data.parts.PartSpec.owns); None reads them all.
+    share: Callable[[str], bool] | None = None
 
     def segment_id(self, native_id: str) -> str:
         return f"{self.source}-{native_id}"
+
+    def in_share(self, item: str) -> bool:
+        return self.share is None or self.share(item)
 
 
 def read_text_lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
@@ -119,8 +125,9 @@ def leading_field(raw: bytes) -> str:
 def write_utterances(collection: PartCollection, context: PrepareContext, writers: PartWriters, label: str) -> None:
     """Probe every utterance's audio (in parallel), then write rows or rejects."""
     for item, reason in collection.rejects:
-        writers.rejects.add({"source": context.source, "item": item, "reason": reason})
-    utterances = collection.utterances
+        if context.in_share(item):
+            writers.rejects.add({"source": context.source, "item": item, "reason": reason})
+    utterances = [u for u in collection.utterances if context.in_share(context.segment_id(u.native_id))]
     progress = context.progress(f"probing {label}", len(utterances)) if context.progress else None
     infos = probe_many([u.audio for u in utterances], jobs=context.jobs, progress=progress)
     for utterance, info in zip(utterances, infos):

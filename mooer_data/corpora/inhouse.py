@@ -48,6 +48,7 @@ def prepare_part(root: Path, part: str, context: PrepareContext, writers) -> Non
     files = _audio_files(root)
     if not files:
         raise CorpusLayoutError("in-house", root, "at least one .wav/.flac/.opus/.ogg/.mp3/.m4a file in the tree")
+    files = [path for path in files if context.in_share(recording_id(relative_to_root(path, context.root)))]
     progress = context.progress("probing in-house audio", len(files)) if context.progress else None
     for path, info in zip(files, probe_many(files, jobs=context.jobs, progress=progress)):
         relative = relative_to_root(path, context.root)

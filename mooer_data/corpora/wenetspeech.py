@@ -75,7 +75,7 @@ def prepare_part(root: Path, part: str, context: PrepareContext, writers) -> Non
         for audio in ijson.items(_ProgressReader(raw_handle, advance), "audios.item", use_float=True):
             aid = str(audio.get("aid", ""))
             segments = [s for s in audio.get("segments", []) if wanted.intersection(s.get("subsets", []))]
-            if not segments:
+            if not segments or not context.in_share(context.segment_id(aid)):
                 continue
             if not ID_PATTERN.match(aid):
                 for segment in segments:
