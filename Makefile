@@ -31,7 +31,7 @@ system-deps:
 setup: system-deps $(VENV)/.installed
 
 test: setup
-	$(VENV)/bin/pytest -n 2 -q
+	$(VENV)/bin/pytest -n 2 --dist loadfile -q
 
 demo: setup
 	$(VENV)/bin/mooer-data demo --out demo-out

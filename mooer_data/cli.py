@@ -421,14 +421,17 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="working directory for the demo"),
     recipe: Path = typer.Option(Path("pipelines/mt5k-demo.yaml"), "--recipe", help="the demo recipe (corpora are generated)"),
     jobs: int = typer.Option(2, "-j", "--jobs", min=1),
+    train_config: Path = typer.Option(Path("pipelines/train/tiny.yaml"), "--train-config", help="the tiny model's train config"),
+    train_steps: int = typer.Option(40, "--train-steps", min=0, help="mooer-train steps on the demo shards (0: no training or decoding)"),
 ) -> None:
-    """Generate miniature corpora, run build-mt5k on them with the emulated cloud services, print where the report is."""
+    """Generate miniature corpora, run build-mt5k on them with the emulated cloud services, train the tiny
+    model with mooer-train, decode the test split with mooer-infer, print where the report is."""
     from .build import BuildError
     from .demo import run_demo
 
     try:
-        run_demo(out, recipe, jobs=jobs, log=typer.echo)
-    except (ValueError, FileNotFoundError, BuildError) as error:
+        run_demo(out, recipe, jobs=jobs, log=typer.echo, train_config=train_config, train_steps=train_steps)
+    except (ValueError, FileNotFoundError, BuildError, RuntimeError) as error:
         _fail(error)
 
 

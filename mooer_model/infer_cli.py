@@ -88,3 +88,7 @@ def decode(
         )
     except (ValueError, OSError) as error:
         _fail(error)
+
+
+if __name__ == "__main__":
+    app()

@@ -71,8 +71,11 @@ def test_corpora_lists_every_recipe():
 def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
     from pathlib import Path
 
-    recipe = Path(__file__).resolve().parents[1] / "pipelines" / "mt5k-demo.yaml"
-    result = invoke("demo", "--out", tmp_path, "--recipe", recipe)
+    repo = Path(__file__).resolve().parents[1]
+    recipe = repo / "pipelines" / "mt5k-demo.yaml"
+    # the whole demo, with training cut to a few steps (the steps count is all that differs from `make demo`)
+    result = invoke("demo", "--out", tmp_path, "--recipe", recipe, "--train-config", repo / "pipelines" / "train" / "tiny.yaml",
+                    "--train-steps", "4")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "manifests" / "mt5k" / "sample.json").read_text())
     assert set(record["groups"]) == {"aishell2", "librispeech", "multi_cn", "wenetspeech", "inhouse"}
@@ -89,5 +92,12 @@ def test_demo_generates_prepares_samples_and_prints_stats(tmp_path):
     from mooer_data.shards import verify_shards
 
     assert (tmp_path / "manifests" / "mt5k" / "data.list").is_file() and verify_shards(tmp_path / "manifests" / "mt5k") == []
+    # the tiny model trained with mooer-train, exported to MooER's layout, and the test split decoded with mooer-infer
+    assert "$ mooer-train --shards" in result.output and "trained to step 4" in result.output
+    assert (tmp_path / "exp" / "tiny-release" / "asr" / "adapter_project.pt").is_file()
+    decoded = [json.loads(line) for line in (tmp_path / "decode" / "test" / "results.jsonl").read_text().splitlines()]
+    test_keys = {s["id"] for s in labelled if s["split"] == "test"}
+    assert decoded and {row["key"] for row in decoded} <= test_keys and all("hyp" in row for row in decoded)
+    assert "hyp " in result.output and "Notice: ffmpeg" not in result.output
     # built by build-mt5k, ending with the report
     assert f"the report is at {tmp_path / 'manifests' / 'mt5k' / 'report' / 'report.html'}" in result.output
