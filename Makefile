@@ -42,6 +42,7 @@ bench: setup
 	$(PY) benchmarks/bench_pseudolabel.py
 	$(PY) benchmarks/bench_shard.py
 	$(PY) benchmarks/bench_load.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

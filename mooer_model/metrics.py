@@ -134,7 +134,9 @@ class MetricsLog:
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
     def write(self, record: dict, prefix: str = "train") -> None:
-        self._handle.write(json.dumps(record, sort_keys=True) + "\n")
+        # validation records share the file with training ones: mark them so readers can tell
+        line = record if prefix == "train" else {**record, "split": prefix}
+        self._handle.write(json.dumps(line, sort_keys=True) + "\n")
         self._handle.flush()
         if self._writer is not None:
             for name, value in record.items():

@@ -167,7 +167,11 @@ def export_release(model, out_dir, task_dir: str = "asr") -> Path:
         if config.llm.tiny is not None:
             _save_base_llm(model, staging / LLM_DIR)
             llm_section.update(path=LLM_DIR, tiny=None, tokenizer=None)
-        elif any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n):
+        elif config.llm.path is not None and Path(config.llm.path).exists():
+            # an export is read from elsewhere: a path relative to the training directory would dangle
+            llm_section.update(path=str(Path(config.llm.path).resolve()),
+                               tokenizer=None if config.llm.tokenizer is None else str(Path(config.llm.tokenizer).resolve()))
+        if config.llm.tiny is None and any(p.requires_grad for n, p in model.llm.named_parameters() if "lora_" not in n):
             log.warning("the LLM's base weights were trainable; a release keeps only LoRA and the adapter, "
                         "so base-weight changes are not exported")
         saved = to_dict(config)

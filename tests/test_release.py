@@ -106,6 +106,19 @@ def test_export_loads_into_a_fresh_model_with_identical_logits_and_decoding(trai
         assert fresh.generate(feats, lengths, settings=settings) == trained.generate(feats, lengths, settings=settings)
 
 
+def test_an_export_names_the_llm_directory_absolutely(tiny_release, tmp_path, monkeypatch):
+    # a run config says `llm.path: pretrained_models/...` relative to where training ran; the
+    # export is read from anywhere later, so it must not keep a path that only resolves there
+    release, llm_dir = tiny_release
+    monkeypatch.chdir(llm_dir.parent)
+    config = model_config_for_release(release, llm_dir.name, **{"llm.dtype": "float32"})
+    assert config.llm.path == llm_dir.name
+    model = build_model(config)
+    out = export_release(model, tmp_path / "export", "asr")
+    saved = json.loads((out / "mooer-model.json").read_text())
+    assert saved["llm"]["path"] == str(llm_dir.resolve())
+
+
 def test_load_release_into_a_model_built_from_config(trained, exported, assets, features):
     torch.manual_seed(99)
     other = build_model(tiny_model_config(assets)).eval()

@@ -170,6 +170,7 @@ def test_validation_covers_the_held_out_shards_every_eval_every_steps(overfit, c
     _, result = overfit
     valid = [r for r in records(result.output_dir) if "loss" in r and "lr" not in r]
     assert [r["step"] for r in valid] == [45, 90]
+    assert all(r.get("split") == "valid" for r in valid)  # told apart from training records in the one file
     tokenizer = load_tokenizer(load_run_config(TINY, overrides(corpus, Path("unused"))).model.llm)
     expected = sum(len(tokenizer.encode(t, add_special_tokens=False)) + 1 for t in HELD_OUT_TEXT)  # + eos each
     assert all(r["tokens"] == expected for r in valid)

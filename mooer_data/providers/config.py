@@ -1,4 +1,7 @@
-"""Provider configuration: environment variables first, then a YAML file.
+"""Provider configuration: a YAML file, with environment variables filling what it leaves out.
+
+A value in the file (or a `--set` on the command line) wins over the environment
+variable of the same setting, for credentials, options and the endpoint alike.
 
 The file (``$MOOER_PROVIDERS_CONFIG`` or ``~/.config/mooer/providers.yaml``)::
 
