@@ -349,7 +349,7 @@ def _train(run: RunConfig, dist: Dist) -> TrainResult:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}",
                                     wait=f"{100 * record['data_wait']:.1f}%")
                 if valid_loader is not None and step % cfg.eval_every == 0:
-                    last_eval = {"step": step, **evaluate(engine, valid_loader, cfg.eval_batches, dist, cfg.zero_stage)}
+                    last_eval = {"step": step, "split": "valid", **evaluate(engine, valid_loader, cfg.eval_batches, dist, cfg.zero_stage)}
                     metrics.write(last_eval, prefix="valid")
                     if dist.rank == 0:
                         log.info("step %d: valid loss %.4f acc %.4f", step, last_eval["loss"], last_eval["acc"])
