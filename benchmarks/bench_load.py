@@ -559,13 +559,15 @@ def breakdown_ours(s: Setup, tokenizer, features: str, max_frames: int, n_shards
                     add(label, time.perf_counter() - started)
                     yield value
         else:
+            call = original.__func__ if isinstance(original, staticmethod) else original
+
             def timed(*a, **k):
                 started = time.perf_counter()
                 try:
-                    return original(*a, **k)
+                    return call(*a, **k)
                 finally:
                     add(label, time.perf_counter() - started)
-        setattr(owner, name, timed)
+        setattr(owner, name, staticmethod(timed) if isinstance(original, staticmethod) else timed)
         patches.append((owner, name, original))
 
     # top level (they do not nest in one another) ...
@@ -583,9 +585,7 @@ def breakdown_ours(s: Setup, tokenizer, features: str, max_frames: int, n_shards
         (data._Stream, "snapshot", "resume snapshot per batch (_Stream.snapshot)", False),
     ]
     nested = [
-        (frontend, "fbank", "  ↳ fbank (batched torch)", False),
-        (frontend, "apply_lfr", "  ↳ LFR (gather)", False),
-        (frontend, "apply_cmvn", "  ↳ CMVN", False),
+        (frontend, "_fbank_into", "  ↳ fbank (batched torch, written into the LFR buffer)", False),
     ]
     for owner, name, label, gen in top + nested:
         wrap(owner, name, label, gen)
@@ -619,6 +619,8 @@ def breakdown_ours(s: Setup, tokenizer, features: str, max_frames: int, n_shards
         rows.append((label, spent.get(label, 0.0)))
         if label.startswith("features"):
             rows.extend((n[2], spent.get(n[2], 0.0)) for n in nested)
+            rest = spent.get(label, 0.0) - sum(spent.get(n[2], 0.0) for n in nested)
+            rows.append(("  ↳ LFR (strided view) + CMVN + zeroing padding rows", rest))
     rows.append(("other (the chain's Python: steps, shuffle buffer, items, glue)", total - sum(spent.get(l, 0.0) for l in top_labels)))
     rows.append(("total", total))
     counts["missing"] = missing

@@ -11,9 +11,13 @@ The pipeline is the one MooER (``src/mooer/datasets/speech_processor.py``) and F
    left, ``T_lfr = ceil(T / 6)``, the tail is padded by repeating the last frame.
 3. CMVN from a Kaldi-nnet ``am.mvn``: ``(x + <AddShift>) * <Rescale>``, 560-dim.
 
-Here every step works on a padded batch at once (``unfold`` framing, one ``rfft`` call, one
-mel matmul, one gather for LFR), on whatever device the input lives on.  Results match
+Here every step works on a padded batch at once (``unfold`` framing, one ``rfft`` call per
+chunk of frames, one mel projection), on whatever device the input lives on.  Results match
 kaldi-native-fbank to ~3e-4 in log-mel (float32 rounding only; see tests/test_frontend.py).
+:class:`Frontend` runs the three steps fused: the fbank writes its frames into a buffer with
+the LFR edge frames around them, so LFR is a strided view of it (no gather) and CMVN reads
+that view straight into the output; the values are exactly those of ``fbank`` ->
+``apply_lfr`` -> ``apply_cmvn`` (tests/test_frontend_fused.py).
 
 Where to run it
 ---------------
@@ -35,9 +39,11 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+import weakref
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -313,34 +319,146 @@ class _FullPrecision:
 # --------------------------------------------------------------------------- #
 _CHUNK_FRAMES_CPU = 2048
 _CHUNK_FRAMES_DEVICE = 1 << 20
+# The 32768 of FunASR's ``waveform * (1 << 15)`` is folded into the mel weights as 2**30:
+# scaling by a power of two is exact in floating point and commutes with every step before
+# the projection (DC removal, pre-emphasis, window, FFT are linear; the power squares it),
+# so the projected energies are bit for bit those of the scaled waveform, without a pass
+# that scales the samples.
+_POWER_SCALE = INT16_SCALE * INT16_SCALE
+# Mel filters per block of the CPU projection. Each filter covers a few FFT bins (2 at
+# 20 Hz, 14 near 8 kHz), so the dense [257, 80] matrix is 97% zeros; five blocks of 16
+# filters, each multiplying only the bins its filters cover, do a fifth of the dense
+# multiply-adds. 16 because the CPU GEMM kernels are much slower for other widths here.
+_MEL_BLOCK = 16
 
 
-def _log_mel(seg: Tensor, window: Tensor, mel: Tensor) -> Tensor:
-    """Log-mel of every full frame of ``seg [b, n]`` (frames start at sample 0)."""
-    x = seg.to(torch.float32) * INT16_SCALE
+class _Projection:
+    """The mel weights (scaled by 2**30) laid out for their device: in blocks on the CPU, in
+    float64 on CUDA (out of TF32 whatever the trainer's matmul settings), dense elsewhere."""
+
+    def __init__(self, mel: Tensor):
+        scaled = mel.to(torch.float32) * _POWER_SCALE
+        self.dense = scaled.double() if mel.device.type == "cuda" else scaled
+        self.blocks: list[tuple[int, int, int, int, Tensor]] = []
+        if mel.device.type == "cpu":
+            used = scaled != 0
+            for f0 in range(0, scaled.shape[1], _MEL_BLOCK):
+                f1 = min(f0 + _MEL_BLOCK, scaled.shape[1])
+                rows = used[:, f0:f1].any(1).nonzero().flatten()
+                b0, b1 = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 1)
+                self.blocks.append((b0, b1, f0, f1, scaled[b0:b1, f0:f1].contiguous()))
+
+    def __call__(self, power: Tensor) -> Tensor:
+        """``power [n, 257]`` -> mel energies ``[n, 80]`` of the 32768-scaled waveform."""
+        if self.blocks:
+            out = power.new_empty(power.shape[0], self.dense.shape[1])
+            for b0, b1, f0, f1, weights in self.blocks:
+                torch.mm(power[:, b0:b1], weights, out=out[:, f0:f1])
+            return out
+        if self.dense.dtype == torch.float64:
+            return (power.double() @ self.dense).to(torch.float32)
+        return power @ self.dense
+
+
+_PROJECTIONS: dict[int, tuple[Any, int, _Projection]] = {}
+
+
+def _version(t: Tensor) -> int:
+    """``t``'s in-place modification counter (-1 for inference tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
+def _projection(mel: Tensor) -> _Projection:
+    """The projection of ``mel``, built once per mel tensor (and rebuilt if it is modified)."""
+    key = id(mel)
+    hit = _PROJECTIONS.get(key)
+    if hit is not None and hit[0]() is mel and hit[1] == _version(mel):
+        return hit[2]
+    projection = _Projection(mel)
+    for stale in [k for k, (ref, _, _) in _PROJECTIONS.items() if ref() is None]:
+        del _PROJECTIONS[stale]
+    _PROJECTIONS[key] = (weakref.ref(mel), _version(mel), projection)
+    return projection
+
+
+_WORKSPACE = threading.local()
+
+
+def _fft_input(frames: int, device: torch.device) -> Tensor:
+    """A ``[frames, 512]`` float32 buffer whose columns 400..511 are zero.
+
+    On the CPU it is a per-thread workspace reused across chunks and calls: only columns
+    0..399 are ever written, so its zero padding is set once, and the chunk's largest
+    intermediate costs neither an allocation (fresh pages fault in) nor a zeroing pass.
+    """
+    if device.type != "cpu":
+        return torch.zeros(frames, N_FFT, dtype=torch.float32, device=device)
+    space = getattr(_WORKSPACE, "fft_input", None)
+    if space is None or space.shape[0] < frames:
+        with torch.inference_mode(False):  # made in inference mode, it could not be written outside it
+            space = torch.zeros(frames, N_FFT, dtype=torch.float32)
+        _WORKSPACE.fft_input = space
+    return space[:frames]
+
+
+def _log_mel_into(seg: Tensor, window: Tensor, window_dc: Tensor, projection: _Projection, dest: Tensor) -> None:
+    """Log-mel of every full frame of ``seg [b, n]`` (frames start at sample 0), written to
+    ``dest [b, t, 80]`` (any strides).  ``window_dc`` is ``(1 - PREEMPH) * window``."""
+    x = seg if seg.dtype == torch.float32 else seg.to(torch.float32)
+    rows = x.shape[0]
     raw = x.unfold(1, FRAME_LENGTH, FRAME_SHIFT)                     # [b, t, 400] view
+    frames = raw.shape[1]
     mean = raw.mean(-1, keepdim=True)                                 # DC offset per frame
     # Pre-emphasis commutes with the DC removal up to a constant: for k >= 1,
     # (x_k - m) - a (x_{k-1} - m) = (x_k - a x_{k-1}) - (1 - a) m, so pre-emphasise the
     # whole segment once and frame it; sample 0 of a frame uses Kaldi's convention
-    # y_0 = (x_0 - m) - a (x_0 - m).
+    # y_0 = (x_0 - m) - a (x_0 - m).  (Written with out=: assigning into the shifted
+    # slice instead takes torch's slow strided copy, ~25x slower.)
     pre = torch.empty_like(x)
-    pre[:, 1:] = x[:, 1:] - PREEMPH * x[:, :-1]
-    pre[:, :1] = 0
-    framed = pre.unfold(1, FRAME_LENGTH, FRAME_SHIFT)
-    buf = x.new_zeros(raw.shape[0], raw.shape[1], N_FFT)            # zero-padded to 512
+    torch.sub(x[:, 1:], x[:, :-1], alpha=PREEMPH, out=pre[:, 1:])
+    pre[:, 0] = 0
+    buf = _fft_input(rows * frames, x.device).view(rows, frames, N_FFT)  # zero-padded to 512
     y = buf[..., :FRAME_LENGTH]
-    y.copy_(framed).sub_((1.0 - PREEMPH) * mean)
-    y[..., 0] = (1.0 - PREEMPH) * (raw[..., 0] - mean[..., 0])
-    y.mul_(window)
+    # (pre - (1 - a) m) * w in two passes: pre * w, then minus m * ((1 - a) w)
+    torch.mul(pre.unfold(1, FRAME_LENGTH, FRAME_SHIFT), window, out=y)
+    y.addcmul_(mean, window_dc, value=-1.0)
+    y[..., 0] = (raw[..., 0] - mean[..., 0]) * window_dc[0]
     spec = torch.fft.rfft(buf, dim=-1)                                # [b, t, 257]
-    power = spec.real.square().add_(spec.imag.square())
-    if seg.device.type == "cuda":
-        # Keep the projection out of TF32 whatever the trainer's matmul settings.
-        out = (power.double() @ mel.double()).to(torch.float32)
-    else:
-        out = power @ mel
-    return out.clamp_min_(LOG_FLOOR).log_()
+    parts = torch.view_as_real(spec).square_()                        # re², im² in place
+    power = torch.add(parts[..., 0], parts[..., 1])
+    energies = projection(power.view(rows * frames, N_FFT // 2 + 1))
+    torch.log(energies.clamp_min_(LOG_FLOOR).view(rows, frames, N_MELS), out=dest)
+
+
+def _fbank_into(waves: Tensor, t_max: int, dest: Tensor, window: Tensor, mel: Tensor) -> None:
+    """Log-mel frames ``0 .. t_max - 1`` of every row of ``waves [B, N]`` into ``dest [B, t_max, 80]``
+    (frames past a row's length are computed on its padding and left for the caller)."""
+    device = waves.device
+    projection = _projection(mel)
+    window_dc = (1.0 - PREEMPH) * window
+    # Work through the batch in chunks of about ``budget`` frames, which bounds the
+    # intermediates (~4 KiB per frame) and keeps them cache-sized on the CPU.
+    budget = _CHUNK_FRAMES_CPU if device.type == "cpu" else _CHUNK_FRAMES_DEVICE
+    batch = waves.shape[0]
+    rows = max(1, budget // t_max)
+    t_step = t_max if rows > 1 else min(t_max, budget)
+    with _FullPrecision(device):
+        for b0 in range(0, batch, rows):
+            for t0 in range(0, t_max, t_step):
+                t1 = min(t_max, t0 + t_step)
+                seg = waves[b0 : b0 + rows, t0 * FRAME_SHIFT : (t1 - 1) * FRAME_SHIFT + FRAME_LENGTH]
+                _log_mel_into(seg, window, window_dc, projection, dest[b0 : b0 + rows, t0:t1])
+
+
+def _check_waves(waves: Tensor) -> None:
+    if waves.dim() != 2:
+        raise ValueError(f"waves must be [B, N], got shape {tuple(waves.shape)}")
+    if waves.is_complex() or not (waves.is_floating_point()):
+        raise TypeError(f"waves must be a float tensor in [-1, 1], got dtype {waves.dtype} "
+                        "(divide int16 PCM by 32768 first, or use frontend_numpy)")
 
 
 def fbank(waves: Tensor, lengths: Tensor | Sequence[int] | None = None,
@@ -353,11 +471,7 @@ def fbank(waves: Tensor, lengths: Tensor | Sequence[int] | None = None,
     by 32768 as FunASR does.  Pure torch; runs on the device of ``waves``; deterministic.
     ``window`` / ``mel`` override the cached constants (``Frontend`` passes its buffers).
     """
-    if waves.dim() != 2:
-        raise ValueError(f"waves must be [B, N], got shape {tuple(waves.shape)}")
-    if waves.is_complex() or not (waves.is_floating_point()):
-        raise TypeError(f"waves must be a float tensor in [-1, 1], got dtype {waves.dtype} "
-                        "(divide int16 PCM by 32768 first, or use frontend_numpy)")
+    _check_waves(waves)
     device = waves.device
     batch, n_samples = waves.shape
     lengths = _lengths_tensor(lengths, batch, n_samples, device)
@@ -365,25 +479,11 @@ def fbank(waves: Tensor, lengths: Tensor | Sequence[int] | None = None,
     t_max = int(frames.max()) if batch else 0
     if t_max == 0:
         return waves.new_zeros(batch, 0, N_MELS, dtype=torch.float32), frames
-    if window is None:
-        window = _const("window", device)
-    if mel is None:
-        mel = _const("mel", device)
-
-    # Work through the batch in chunks of about ``budget`` frames, which bounds the
-    # intermediates (~4 KiB per frame) and keeps them cache-sized on the CPU.
-    budget = _CHUNK_FRAMES_CPU if device.type == "cpu" else _CHUNK_FRAMES_DEVICE
-    rows = max(1, budget // t_max)
-    t_step = t_max if rows > 1 else min(t_max, budget)
     feats = torch.empty(batch, t_max, N_MELS, dtype=torch.float32, device=device)
-    with _FullPrecision(device):
-        for b0 in range(0, batch, rows):
-            for t0 in range(0, t_max, t_step):
-                t1 = min(t_max, t0 + t_step)
-                seg = waves[b0 : b0 + rows, t0 * FRAME_SHIFT : (t1 - 1) * FRAME_SHIFT + FRAME_LENGTH]
-                feats[b0 : b0 + rows, t0:t1] = _log_mel(seg, window, mel)
-        if bool((frames < t_max).any()):
-            feats.masked_fill_(~_time_mask(frames, t_max)[..., None], 0.0)
+    _fbank_into(waves, t_max, feats, _const("window", device) if window is None else window,
+                _const("mel", device) if mel is None else mel)
+    if bool((frames < t_max).any()):
+        feats.masked_fill_(~_time_mask(frames, t_max)[..., None], 0.0)
     return feats, frames
 
 
@@ -445,6 +545,69 @@ def apply_cmvn(feats: Tensor, shift: Tensor, scale: Tensor,
 
 
 # --------------------------------------------------------------------------- #
+# fbank + LFR + CMVN fused (what Frontend runs)
+# --------------------------------------------------------------------------- #
+def _lfr_buffer_fill(buf: Tensor, frames: Tensor) -> None:
+    """Repeat the first frame into the 3 rows before it, and the last into the 3 after it."""
+    batch, rows, _ = buf.shape
+    left = (LFR_M - 1) // 2
+    buf[:, :left] = buf[:, left : left + 1]
+    # the last frame of item b sits in row left + T_b - 1; an LFR frame of b reads up to
+    # row LFR_N * T_lfr_b, at most ``left`` rows past it.  Clipping the target rows to the
+    # buffer only ever lands on rows no valid LFR frame of b reads, or on the source row.
+    source = (frames - 1).clamp_min(0) + left
+    targets = (source[:, None] + torch.arange(1, left + 1, device=buf.device)).clamp_max_(rows - 1)
+    items = torch.arange(batch, device=buf.device)[:, None].expand(-1, left)
+    buf[items, targets] = buf[torch.arange(batch, device=buf.device), source][:, None, :].expand(-1, left, -1)
+
+
+def _features(waves: Tensor, lengths, window: Tensor, mel: Tensor, shift: Tensor | None, scale: Tensor | None,
+              out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """fbank -> LFR -> CMVN in one go: the same values as ``apply_cmvn(*apply_lfr(*fbank(...)))``.
+
+    The fbank writes its frames into a buffer with ``(m - 1) // 2`` spare rows on the left
+    and the edge frames repeated into them, so LFR frame ``j`` of an item is the 560
+    contiguous floats starting at row ``6 j``: LFR is a strided view (no gather, no copy),
+    and CMVN reads that view straight into the output.  Only padding rows are then zeroed.
+    ``out``, if given, receives the features (``[B, T_lfr, 560]`` float32, contiguous).
+    """
+    _check_waves(waves)
+    device = waves.device
+    batch, n_samples = waves.shape
+    lengths = _lengths_tensor(lengths, batch, n_samples, device)
+    frames = num_frames(lengths)
+    lfr_frames = num_lfr_frames(frames)
+    t_max = int(frames.max()) if batch else 0
+    t_out = int(lfr_frames.max()) if batch else 0
+    shape = (batch, t_out, FEAT_DIM)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+    elif (tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous()
+          or out.device != device):
+        raise ValueError(f"expected out to be a contiguous float32 tensor of shape {shape} on {device}, "
+                         f"found {out.dtype} {tuple(out.shape)} on {out.device}"
+                         f"{'' if out.is_contiguous() else ' (not contiguous)'}")
+    if t_out == 0:
+        return out, lfr_frames
+    left = (LFR_M - 1) // 2
+    rows = max(LFR_N * (t_out - 1) + LFR_M, left + t_max)
+    buf = torch.empty(batch, rows, N_MELS, dtype=torch.float32, device=device)
+    _fbank_into(waves, t_max, buf[:, left : left + t_max], window, mel)
+    _lfr_buffer_fill(buf, frames)
+    stacked = buf.as_strided(shape, (rows * N_MELS, LFR_N * N_MELS, 1), buf.storage_offset())
+    with _FullPrecision(device):
+        if shift is None:
+            out.copy_(stacked)
+        else:
+            # (x + shift) * scale, as apply_cmvn computes it
+            torch.add(stacked, shift, out=out).mul_(scale)
+    padding = ~_time_mask(lfr_frames, t_out)
+    if bool(padding.any()):
+        out.view(batch * t_out, FEAT_DIM).index_fill_(0, padding.view(-1).nonzero().view(-1), 0.0)
+    return out, lfr_frames
+
+
+# --------------------------------------------------------------------------- #
 # Module
 # --------------------------------------------------------------------------- #
 class Frontend(nn.Module):
@@ -492,16 +655,13 @@ class Frontend(nn.Module):
     def output_size() -> int:
         return FEAT_DIM
 
-    def forward(self, waves: Tensor, lengths: Tensor | Sequence[int] | None = None
-                ) -> tuple[Tensor, Tensor]:
+    def forward(self, waves: Tensor, lengths: Tensor | Sequence[int] | None = None, *,
+                out: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(feats [B, T_lfr, 560], lfr_lengths [B])``; ``out``, if given, is a contiguous
+        float32 tensor of that shape that receives the features (e.g. one in shared memory)."""
         device = self.window.device
         waves = waves.to(device)
-        with _FullPrecision(device):
-            feats, frames = fbank(waves, lengths, window=self.window, mel=self.mel)
-            feats, lfr_frames = apply_lfr(feats, frames)
-            if self.cmvn_shift is not None:
-                feats = apply_cmvn(feats, self.cmvn_shift, self.cmvn_scale, lfr_frames)
-        return feats, lfr_frames
+        return _features(waves, lengths, self.window, self.mel, self.cmvn_shift, self.cmvn_scale, out)
 
     def extra_repr(self) -> str:
         return f"cmvn_file={self.cmvn_file!r}"
