@@ -32,6 +32,7 @@ from .labeling import RetryPolicy
 from .manifest import SCHEMA_VERSION
 from .parts import PartSpec
 from .recipe import RecipeFile, RecipeError, check_roots
+from .sampling import SAMPLE_RECORD_FILE
 
 STAGES = ("prepare", "sample", "pseudolabel", "translate", "shard", "merge", "report")
 PART_STAGES = STAGES[:5]  # run once per part
@@ -39,9 +40,8 @@ FINAL_STAGES = STAGES[5:]  # run once over all parts
 MARKER_DIR = ".build"
 WORK_DIR = "work"
 REPORT_DIR = "report"
-SAMPLE_RECORD = "sample.json"
+SAMPLE_RECORD = SAMPLE_RECORD_FILE  # the sampler writes it; the merge writes the global one under the same name
 LABELLING_RECORD = "labelling.json"
-QUALITY_FILE = "quality.parquet"
 
 
 class BuildError(RuntimeError):

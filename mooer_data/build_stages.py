@@ -18,11 +18,10 @@ import pyarrow.parquet as pq
 
 from .manifest import INFO_FILE, SCHEMA_VERSION, ManifestDir, open_manifest_dirs
 from .parts import MergeError, merge_manifest_parts, merge_shard_parts
+from .pseudolabel import QUALITY_FILE
 
 if TYPE_CHECKING:
     from .build import Build
-
-QUALITY_FILE = "quality.parquet"
 
 
 def run_prepare(build: "Build", fresh: bool) -> dict:
@@ -152,7 +151,9 @@ def _same_plan(a, b) -> bool:
 
 def _sample_record(build: "Build") -> dict:
     """The global sampling record (every part holds the same plan) with the totals."""
-    records = [json.loads((build.layout.sample(p) / "sample.json").read_text()) for p in build.part.siblings()]
+    from .build import SAMPLE_RECORD  # build imports this module, so its names are imported late
+
+    records = [json.loads((build.layout.sample(p) / SAMPLE_RECORD).read_text()) for p in build.part.siblings()]
     groups = [r["groups"] for r in records]
     if any(not _same_plan(g, groups[0]) for g in groups):
         raise MergeError("the parts' samples differ in their budgets reached: they were sampled with different inputs or settings")
@@ -192,10 +193,10 @@ def run_merge(build: "Build", fresh: bool) -> dict:
     prepared_rejects = [layout.prepared(p, name) / "rejects.parquet" for p in parts for name in build.recipe.corpora]
     counts = merge_manifest_parts([layout.labelled(p) for p in parts], output, extra_rejects=prepared_rejects, extra_tables=[QUALITY_FILE])
     rows = merge_shard_parts([layout.shards(p) for p in parts], output)
-    from .build import write_record
+    from .build import LABELLING_RECORD, SAMPLE_RECORD, write_record
 
-    write_record(output / "sample.json", _sample_record(build))
-    write_record(output / "labelling.json", _labelling_record(build))
+    write_record(output / SAMPLE_RECORD, _sample_record(build))
+    write_record(output / LABELLING_RECORD, _labelling_record(build))
     info = {"built_by": "mooer-data build-mt5k", "recipe": build.recipe.name, "parts": build.part.count, "counts": counts,
             "shards": len(rows), "roots": ManifestDir(output).roots(), "schema_version": SCHEMA_VERSION}
     write_record(output / INFO_FILE, info)

@@ -32,6 +32,7 @@ from .manifest import (
     SCHEMA_VERSION,
     SEGMENTS_FILE,
     ManifestDir,
+    ManifestError,
     TableSink,
     open_manifest_dirs,
 )
@@ -101,12 +102,13 @@ class PartSpec:
         return [PartSpec(index, self.count) for index in range(self.count)]
 
 
-def _sql_path(path: Path | str) -> str:
+def sql_path(path: Path | str) -> str:
+    """A path as a DuckDB string literal (quotes doubled, so any file name is safe)."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
 def _sql_paths(paths: Sequence[Path | str]) -> str:
-    return "[" + ", ".join(_sql_path(p) for p in paths) + "]"
+    return "[" + ", ".join(sql_path(p) for p in paths) + "]"
 
 
 def _copy_query(con, query: str | None, path: Path, kind: str, roots: dict[str, str]) -> int:
@@ -128,6 +130,33 @@ def _connect(memory_limit: str = "1GB"):
     return con
 
 
+def _check_segments_name_recordings(con, segments: Path) -> None:
+    """A segment without a recording_id breaks the manifest contract (the share could not
+    even be written: the column is NOT NULL); say so up front instead of failing half-way."""
+    rows = con.execute(f"SELECT id FROM read_parquet({sql_path(segments)}) WHERE recording_id IS NULL ORDER BY id").fetchall()
+    if rows:
+        examples = ", ".join(repr(r[0]) for r in rows[:5])
+        raise ManifestError(f"{segments}: expected every segment to name its recording, found {len(rows)} with no recording_id ({examples})")
+
+
+def _share_recordings_query(directory: ManifestDir, part: PartSpec, share_segments: Path) -> str:
+    """The recordings of one share: those its segments use, plus the unreferenced ones by id.
+
+    "Unreferenced" is NOT EXISTS rather than NOT IN: ``id NOT IN (...)`` is NULL for every
+    row as soon as the list holds one NULL recording_id (or is the NULL of no segments),
+    which would drop those recordings from every share.
+    """
+    recordings = sql_path(directory.table_path("recordings"))
+    if not directory.has("segments"):
+        return f"SELECT * FROM read_parquet({recordings}) WHERE {part.sql('id')}"
+    segments = sql_path(directory.table_path("segments"))
+    return (
+        f"SELECT * FROM read_parquet({recordings}) AS r "
+        f"WHERE r.id IN (SELECT recording_id FROM read_parquet({sql_path(share_segments)}) WHERE recording_id IS NOT NULL) "
+        f"OR (NOT EXISTS (SELECT 1 FROM read_parquet({segments}) AS s WHERE s.recording_id = r.id) AND {part.sql('r.id')})"
+    )
+
+
 def write_share(manifest_dir: Path | str, part: PartSpec, out_dir: Path | str) -> dict[str, int]:
     """Part ``part`` of a manifest directory, as a manifest directory of its own.
 
@@ -143,20 +172,15 @@ def write_share(manifest_dir: Path | str, part: PartSpec, out_dir: Path | str) -
     con = _connect()
     counts = {}
     segments = directory.table_path("segments")
-    recordings = directory.table_path("recordings")
     share_segments = out_dir / SEGMENTS_FILE
-    query = f"SELECT * FROM read_parquet({_sql_path(segments)}) WHERE {part.sql('id')}" if directory.has("segments") else None
+    if directory.has("segments"):
+        _check_segments_name_recordings(con, segments)
+    query = f"SELECT * FROM read_parquet({sql_path(segments)}) WHERE {part.sql('id')}" if directory.has("segments") else None
     counts["segments"] = _copy_query(con, query, share_segments, "segments", roots)
     if directory.has("recordings"):
-        all_referenced = f"(SELECT recording_id FROM read_parquet({_sql_path(segments)}))" if directory.has("segments") else "(SELECT NULL)"
-        query = (
-            f"SELECT * FROM read_parquet({_sql_path(recordings)}) "
-            f"WHERE id IN (SELECT recording_id FROM read_parquet({_sql_path(share_segments)})) "
-            f"OR (id NOT IN {all_referenced} AND {part.sql('id')})"
-        )
-        counts["recordings"] = _copy_query(con, query, out_dir / RECORDINGS_FILE, "recordings", roots)
+        counts["recordings"] = _copy_query(con, _share_recordings_query(directory, part, share_segments), out_dir / RECORDINGS_FILE, "recordings", roots)
     if directory.has("rejects"):
-        query = f"SELECT * FROM read_parquet({_sql_path(directory.table_path('rejects'))}) WHERE {part.sql('item')}"
+        query = f"SELECT * FROM read_parquet({sql_path(directory.table_path('rejects'))}) WHERE {part.sql('item')}"
         counts["rejects"] = _copy_query(con, query, out_dir / REJECTS_FILE, "rejects", roots)
     info = directory.info()
     info.update({"share_of": str(directory.path), "part": str(part), "schema_version": SCHEMA_VERSION, "counts": counts})

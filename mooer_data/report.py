@@ -19,12 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .parts import sql_path
+
 REPORT_VERSION = "1"
 BAR_COLOR = "#1f77b4"  # every plot draws in this one colour (the page itself uses none like it)
 SECOND_COLOR = "#ff7f0e"
 DURATION_BIN_S = 0.5
 DURATION_CAP_S = 30.0
 SCORE_BIN = 0.05
+# every PNG this module writes: a rerun removes exactly these (and never a user's own
+# images that share the output directory)
+PLOT_FILES = ("hours.png", "budgets.png", "durations.png", "confidence.png", "agreement.png", "rejects.png", "shards.png")
 
 
 @dataclass
@@ -42,10 +47,6 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-def _sql_path(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 class _Source:
     """The build output as DuckDB views (empty views where a table is absent)."""
 
@@ -59,7 +60,7 @@ class _Source:
         for kind in ("segments", "recordings", "rejects"):
             path = directory / f"{kind}.parquet"
             if path.is_file():
-                self.con.execute(f"CREATE VIEW {kind} AS SELECT * FROM read_parquet({_sql_path(path)})")
+                self.con.execute(f"CREATE VIEW {kind} AS SELECT * FROM read_parquet({sql_path(path)})")
             else:
                 self.con.register(f"_{kind}_empty", SCHEMAS[kind].empty_table())
                 self.con.execute(f"CREATE VIEW {kind} AS SELECT * FROM _{kind}_empty")
@@ -134,6 +135,8 @@ def _plt():
 
 
 def _save(fig, out_dir: Path, name: str) -> str:
+    if name not in PLOT_FILES:  # the cleanup in write_report only knows the listed names
+        raise ValueError(f"expected a plot name from PLOT_FILES {PLOT_FILES}, found {name!r}")
     path = out_dir / name
     fig.savefig(path, dpi=80, metadata={"Software": None})
     _plt().close(fig)
@@ -237,7 +240,7 @@ def _agreement_section(source: _Source, directory: Path, out_dir: Path) -> Secti
     if not source.has["quality.parquet"]:
         section.notes.append("no quality.parquet: no pseudo-labels were checked")
         return section
-    quality = _sql_path(directory / "quality.parquet")
+    quality = sql_path(directory / "quality.parquet")
     source.con.execute(f"CREATE OR REPLACE VIEW quality AS SELECT * FROM read_parquet({quality})")
     flags = source.rows("SELECT flag, count(*) FROM (SELECT unnest(flags) AS flag FROM quality) GROUP BY 1 ORDER BY 1")
     checked = source.rows("SELECT count(*) FROM quality")[0][0]
@@ -262,7 +265,7 @@ def _rejects_section(source: _Source, directory: Path, out_dir: Path) -> Section
     else:
         section.notes.append("nothing was rejected")
     if source.has["skipped.parquet"]:
-        path = _sql_path(directory / "skipped.parquet")
+        path = sql_path(directory / "skipped.parquet")
         skipped = source.rows(f"SELECT split_part(reason, ':', 1), count(*) FROM read_parquet({path}) GROUP BY 1 ORDER BY 2 DESC")
         section.tables.append(Table("segments left out of the shards", ["reason", "segments"], [list(r) for r in skipped] or [["none", 0]]))
     return section
@@ -271,7 +274,7 @@ def _rejects_section(source: _Source, directory: Path, out_dir: Path) -> Section
 def _shards_section(source: _Source, directory: Path, out_dir: Path) -> Section:
     if not source.has["index.parquet"]:
         return Section("Shard sizes", notes=["no index.parquet: not sharded"])
-    path = _sql_path(directory / "index.parquet")
+    path = sql_path(directory / "index.parquet")
     rows = source.rows(f"SELECT path, count, bytes, seconds FROM read_parquet({path})")
     sizes = sorted(r[2] for r in rows)
     summary = Table("shards", ["shards", "samples", "hours", "total MB", "smallest MB", "median MB", "largest MB"], [[
@@ -343,8 +346,8 @@ def write_report(directory: Path | str, out_dir: Path | str | None = None, notes
         raise ValueError(f"{directory}: expected segments.parquet (a finished build-mt5k output or a manifest directory), found none")
     out_dir = Path(out_dir) if out_dir is not None else directory / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.png"):
-        old.unlink()  # a plot with nothing to show this time must not linger from the last report
+    for name in PLOT_FILES:
+        (out_dir / name).unlink(missing_ok=True)  # a plot with nothing to show this time must not linger from the last report
     sections, summary = build_sections(directory, out_dir)
     info = json.loads((directory / "manifest.json").read_text()) if (directory / "manifest.json").is_file() else {}
     title = f"{info.get('recipe') or directory.name}: dataset report"

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from mooer_data import demo
 from mooer_data.build import BuildError, BuildOptions, build_mt5k, merge_parts
 from mooer_data.cli import app
 from mooer_data.labeling import RetryPolicy
+from mooer_data.manifest import SEGMENT_SCHEMA, ManifestError, TableSink
 from mooer_data.parts import MergeError, PartSpec, merge_manifest_parts, part_key, write_share
 from mooer_data.prepare import PrepareConfig, prepare_corpus
 from mooer_data.providers.emulator import client_environment
@@ -167,6 +169,45 @@ def test_shares_of_a_manifest_partition_it(whole, tmp_path):
     with pytest.raises(MergeError, match="appear in more than one part"):
         merge_manifest_parts([tmp_path / parts[0].name, tmp_path / parts[0].name], tmp_path / "twice")
 
+
+
+def write_recordings_manifest(directory: Path, recording_ids: list[str], segment_recordings: list[str | None]) -> None:
+    """A hand-made manifest: the recordings, and one segment per entry of
+    ``segment_recordings`` (its recording id, or None for a segment that names none)."""
+    directory.mkdir(parents=True)
+    roots = {"inhouse": "/data/inhouse"}
+    with TableSink(directory / "recordings.parquet", "recordings", roots) as sink:
+        sink.add_many({"id": rid, "source": "inhouse", "path": f"{rid}.wav"} for rid in recording_ids)
+    if segment_recordings:
+        # written without our schema's NOT NULL on recording_id: a table from another tool may hold one
+        schema = pa.schema([field.with_nullable(True) for field in SEGMENT_SCHEMA])
+        rows = [{"id": f"seg{i:03d}", "recording_id": rid, "source": "inhouse"} for i, rid in enumerate(segment_recordings)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), directory / "segments.parquet")
+
+
+@pytest.mark.parametrize("segment_recordings", [[], ["rec000", "rec001", "rec002"]], ids=["recordings-only", "some-referenced"])
+def test_shares_of_recordings_without_segments_partition_them(tmp_path, segment_recordings):
+    recording_ids = [f"rec{i:03d}" for i in range(40)]
+    write_recordings_manifest(tmp_path / "manifest", recording_ids, segment_recordings)
+    shares = []
+    for part in PartSpec(0, 2).siblings():
+        write_share(tmp_path / "manifest", part, tmp_path / part.name)
+        shares.append(pq.read_table(tmp_path / part.name / "recordings.parquet").column("id").to_pylist())
+    assert sorted(shares[0] + shares[1]) == recording_ids  # none lost, none in two shares
+    assert all(shares)  # split between the parts, not all sent to one
+    unreferenced = [rid for rid in recording_ids if rid not in segment_recordings]
+    for part, share in zip(PartSpec(0, 2).siblings(), shares):
+        assert [rid for rid in share if rid in unreferenced] == sorted(rid for rid in unreferenced if part.owns(rid))
+
+
+def test_a_segment_without_recording_id_is_named_before_any_share_is_written(tmp_path):
+    recording_ids = [f"rec{i:03d}" for i in range(40)]
+    write_recordings_manifest(tmp_path / "manifest", recording_ids, ["rec000", None, "rec001"])
+    for part in PartSpec(0, 2).siblings():
+        # not a silent loss of every unreferenced recording (what NOT IN over a NULL did)
+        with pytest.raises(ManifestError, match=r"expected every segment to name its recording, found 1 with no recording_id \('seg001'\)"):
+            write_share(tmp_path / "manifest", part, tmp_path / part.name)
+        assert not (tmp_path / part.name / "recordings.parquet").exists()
 
 # -- whole builds, split builds ----------------------------------------------------------
 def test_whole_build_writes_manifest_shards_and_report(whole):

@@ -190,3 +190,17 @@ def test_report_command_writes_markdown_and_handles_a_plain_manifest(built, corp
 
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "expected a build output directory" in missing.output
+
+
+def test_a_rerun_replaces_only_its_own_plots(corpus_factory, tmp_path):
+    libri = corpus_factory("librispeech")
+    prepare_corpus("librispeech", libri.root, tmp_path / "libri", PrepareConfig(show_progress=False), log=lambda _: None)
+    out = tmp_path / "shared-folder"
+    out.mkdir()
+    (out / "holiday.png").write_bytes(b"the user's own picture")
+    (out / "shards.png").write_bytes(b"a plot from an earlier, sharded report")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "libri"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "holiday.png").read_bytes() == b"the user's own picture"
+    assert not (out / "shards.png").exists()  # nothing sharded this time: the stale plot must not linger
+    assert (out / "durations.png").is_file()
