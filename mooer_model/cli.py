@@ -77,7 +77,7 @@ def train(
 
     try:
         result = run_training(run)
-    except (ConfigError, CheckpointError, FileNotFoundError) as error:  # e.g. no shards of the split
+    except (ConfigError, CheckpointError, ValueError, OSError) as error:  # e.g. no shards of the split, too few shards
         _fail(error)
     typer.echo(f"trained to step {result.step}; checkpoint {result.checkpoint}; "
                f"data wait {100 * result.data_wait:.2f}% of step time")

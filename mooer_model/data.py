@@ -880,23 +880,30 @@ def _shutdown(iterator: Any) -> None:
         iterator._shutdown_workers()
 
 
-def make_loader(config: LoaderConfig, tokenizer, rank: int | None = None, world_size: int | None = None) -> ShardLoader:
+def make_loader(config: LoaderConfig, tokenizer, rank: int | None = None, world_size: int | None = None,
+                *, allow_idle_ranks: bool = False) -> ShardLoader:
     """A loader of MooER batches for one rank (see :class:`LoaderConfig`, :class:`ShardLoader`).
 
     ``tokenizer``: a Hugging Face tokenizer with ``pad_token_id`` and ``eos_token_id``
     (Qwen2-Instruct's ``<|endoftext|>`` and ``<|im_end|>``).
+    ``allow_idle_ranks``: fewer shards than ranks is accepted and a rank without a shard
+    yields no batches. Only for callers that never wait on every rank to have a batch
+    (evaluation: it reduces sums, or runs ZeRO-3 in lockstep until any rank runs out);
+    a training loop would hang at its first collective.
     """
     rank, world_size = resolve_rank(config, rank, world_size)
     shards = resolve_shards(config)
-    if not config.resampled and len(shards) < world_size:
+    if not config.resampled and len(shards) < world_size and not allow_idle_ranks:
         raise ValueError(f"rank {rank}: {len(shards)} shard(s) cannot feed {world_size} ranks; ranks {len(shards)}..{world_size - 1} "
                          "would get no shard and hang the others at their first collective. Write smaller shards "
                          "(`mooer-data shard --shard-size`) or use resampled=True")
     mine = len(shards[rank::world_size])
-    if not config.resampled and mine < config.num_workers:
+    if not config.resampled and mine == 0 and allow_idle_ranks:
+        log.info("rank %d: %d shard(s) for %d ranks leave this rank none: it yields no batches", rank, len(shards), world_size)
+    elif not config.resampled and mine < config.num_workers:
         log.warning("rank %d has %d shard(s) for %d workers: %d worker(s) get none and idle; write more, smaller shards",
                     rank, mine, config.num_workers, config.num_workers - mine)
-    if not config.resampled and len(shards) % world_size:
+    if not config.resampled and len(shards) % world_size and not allow_idle_ranks:
         log.warning("%d shards over %d ranks: some ranks get one shard more and finish the epoch later; a collective "
                     "at epoch end can wait on them (resampled=True avoids it)", len(shards), world_size)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id

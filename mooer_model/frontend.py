@@ -361,6 +361,9 @@ class _Projection:
 
 
 _PROJECTIONS: dict[int, tuple[Any, int, _Projection]] = {}
+# Frontends run in several threads at once (decoding, thread-pool loaders): the sweep below
+# iterates the dict, which raises if another thread inserts meanwhile.
+_PROJECTIONS_LOCK = threading.Lock()
 
 
 def _version(t: Tensor) -> int:
@@ -374,13 +377,15 @@ def _version(t: Tensor) -> int:
 def _projection(mel: Tensor) -> _Projection:
     """The projection of ``mel``, built once per mel tensor (and rebuilt if it is modified)."""
     key = id(mel)
-    hit = _PROJECTIONS.get(key)
+    with _PROJECTIONS_LOCK:
+        hit = _PROJECTIONS.get(key)
     if hit is not None and hit[0]() is mel and hit[1] == _version(mel):
         return hit[2]
-    projection = _Projection(mel)
-    for stale in [k for k, (ref, _, _) in _PROJECTIONS.items() if ref() is None]:
-        del _PROJECTIONS[stale]
-    _PROJECTIONS[key] = (weakref.ref(mel), _version(mel), projection)
+    projection = _Projection(mel)  # built outside the lock: two threads may both build one, harmlessly
+    with _PROJECTIONS_LOCK:
+        for stale in [k for k, (ref, _, _) in _PROJECTIONS.items() if ref() is None]:
+            del _PROJECTIONS[stale]
+        _PROJECTIONS[key] = (weakref.ref(mel), _version(mel), projection)
     return projection
 
 

@@ -325,6 +325,47 @@ class InferResult:
         return {s.name: s.rows for s in self.sets}
 
 
+def file_stamps(paths: Sequence[str | os.PathLike]) -> dict[str, list[int] | None]:
+    """``{absolute path: [size, mtime_ns]}`` of ``paths`` (None for a missing file).
+
+    A rerun compares these: a file rewritten in place (a re-export into the same model
+    directory, a regenerated shard) differs in size or modification time, so stale results
+    are not reused. Only ``stat`` is called: cheap even for thousands of files.
+    """
+    stamps: dict[str, list[int] | None] = {}
+    for path in paths:
+        path = Path(path).resolve()
+        try:
+            info = path.stat()
+        except OSError:
+            stamps[str(path)] = None
+            continue
+        stamps[str(path)] = [info.st_size, info.st_mtime_ns]
+    return stamps
+
+
+def model_files(model_dir: str | os.PathLike, llm_dir: str | os.PathLike | None = None, task: str = "asr",
+                task_dir: str | None = None) -> list[Path]:
+    """The files :func:`load_model` reads weights and settings from: the encoder and its
+    am.mvn, the task's adapter and LoRA, ``mooer-model.json`` and the LLM directory's files
+    (``llm_dir``, else an export's own ``llm/``)."""
+    from mooer_model.release import (ADAPTER_FILE, CMVN_FILE, ENCODER_FILE, LLM_DIR, LORA_CONFIG, LORA_WEIGHTS,
+                                     locate_release)
+
+    layout = locate_release(model_dir, task_dir or TASK_DIRS.get(task, task))
+    files = [layout.task_dir / ADAPTER_FILE]
+    if layout.encoder_dir is not None:
+        files += [layout.encoder_dir / ENCODER_FILE, layout.encoder_dir / CMVN_FILE]
+    if layout.lora_dir is not None:
+        files += [layout.lora_dir / name for name in (LORA_CONFIG, *LORA_WEIGHTS) if (layout.lora_dir / name).is_file()]
+    if layout.config_file is not None:
+        files.append(layout.config_file)
+    llm = Path(llm_dir) if llm_dir is not None else (layout.config_file.parent / LLM_DIR if layout.config_file else None)
+    if llm is not None and llm.is_dir():
+        files += sorted(p for p in llm.iterdir() if p.is_file())  # weights, config, tokenizer
+    return files
+
+
 def with_references(test_set: TestSet, labels: Mapping[str, str], field_name: str) -> TestSet:
     """The set with ``labels`` (an ``uttid text`` file) as references in ``field_name``."""
 
@@ -334,7 +375,7 @@ def with_references(test_set: TestSet, labels: Mapping[str, str], field_name: st
                 setattr(item, field_name, labels[item.key])
             yield item
 
-    return TestSet(test_set.name, items)
+    return TestSet(test_set.name, items, test_set.files)
 
 
 def run_inference(sets: Sequence[TestSet], get_model: Callable[[], Any], out_dir: str | os.PathLike, config: DecodeConfig,
@@ -344,7 +385,9 @@ def run_inference(sets: Sequence[TestSet], get_model: Callable[[], Any], out_dir
 
     ``get_model`` is called once, when the first set needs decoding (a rerun whose sets are
     all finished loads no model). ``fingerprint`` describes the run (model, task, settings,
-    input); a set whose ``run.json`` holds the same is reused unless ``overwrite``.
+    input; :func:`file_stamps` of the model files among them); a set whose ``run.json``
+    holds the same, and whose input files (``TestSet.files``) have the same size and
+    modification time, is reused unless ``overwrite``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -357,7 +400,8 @@ def run_inference(sets: Sequence[TestSet], get_model: Callable[[], Any], out_dir
     outputs = []
     for test_set in sets:
         directory = set_directory(out_dir, test_set.name)
-        done = None if overwrite else finished_set(directory, {**stamp, "set": test_set.name})
+        set_stamp = {**stamp, "set": test_set.name, "input_files": file_stamps(test_set.files)}
+        done = None if overwrite else finished_set(directory, set_stamp)
         if done is not None:
             done.name = test_set.name
             log(f"{test_set.name}: reusing {len(done.rows)} results from {directory} (same model, task and settings)")
@@ -366,7 +410,7 @@ def run_inference(sets: Sequence[TestSet], get_model: Callable[[], Any], out_dir
         if model is None:
             model = get_model()
         output = decode_set(model, test_set, config, settings, log)
-        write_set(directory, output, config.task, {**stamp, "set": test_set.name})
+        write_set(directory, output, config.task, set_stamp)
         log(f"{test_set.name}: {len(output.rows)} decoded, {len(output.rejects)} rejected -> {directory}")
         outputs.append(output)
     result = InferResult(outputs)

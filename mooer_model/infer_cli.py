@@ -33,13 +33,13 @@ def _log(message: str) -> None:
 
 @app.command()
 def decode(
-    source: Path = typer.Argument(..., help="wav.scp / path list, manifest dir, shard dir / data.list / .tar, or <dir>/<set>/{data.list,text}"),
+    source: Path = typer.Argument(..., help="wav.scp / path list, one audio file, manifest dir, shard dir / data.list / .tar, or <dir>/<set>/{data.list,text}"),
     model_dir: Path = typer.Option(..., "--model-dir", help="a MooER release (root or task directory) or a `mooer-train export` output"),
     out: Path = typer.Option(..., "--out", "-o", help="results per test set, scores.json and scores.md go here"),
     llm_dir: Optional[Path] = typer.Option(None, "--llm-dir", help="Qwen2-7B-Instruct directory (not needed when the export carries its LLM)"),
     task: str = typer.Option("asr", "--task", help="asr, ast or mtl (the ASR+AST model, prompted as ast)"),
     task_dir: Optional[str] = typer.Option(None, "--task-dir", help="the release's task directory (default: asr / ast / asr_ast_mtl)"),
-    input_type: str = typer.Option("auto", "--input-type", help="auto, wav-scp, manifest, shards or test-sets"),
+    input_type: str = typer.Option("auto", "--input-type", help="auto, wav-scp, manifest, shards, test-sets or audio"),
     split: Optional[str] = typer.Option(None, "--split", help="only this split of a manifest or shard directory"),
     batch_size: int = typer.Option(10, "--batch-size", min=1, help="utterances per batch (MooER: 10)"),
     max_batch_seconds: float = typer.Option(300.0, "--max-batch-seconds", help="padded audio per batch (longest x count)"),
@@ -58,7 +58,8 @@ def decode(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Decode every test set of SOURCE into OUT/<set>/ and print one score row per set."""
-    from mooer_model.infer import DecodeConfig, check_model_dir, load_model, run_inference, with_references
+    from mooer_model.infer import (DecodeConfig, check_model_dir, file_stamps, load_model, model_files, run_inference,
+                                     with_references)
     from mooer_model.infer_inputs import open_input, read_label_file, reference_field
     from mooer_model.model import GenerationSettings
 
@@ -80,6 +81,9 @@ def decode(
             "source": str(source.resolve()), "input_type": input_type, "split": split,
             "model_dir": str(model_dir.resolve()), "llm_dtype": llm_dtype, "llm_dir": str(llm_dir.resolve()) if llm_dir else None, "task_dir": task_dir,
             "ref": str(ref.resolve()) if ref else None, "ref_translation": str(ref_translation.resolve()) if ref_translation else None,
+            # paths alone would reuse stale results after a re-export into the same directory or a rewritten --ref
+            "model_files": file_stamps(model_files(model_dir, llm_dir, task, task_dir)),
+            "label_files": file_stamps([f for f in (ref, ref_translation) if f is not None]),
         }
         run_inference(
             sets, lambda: load_model(model_dir, llm_dir, task, task_dir, device, llm_dtype), out, config, settings,

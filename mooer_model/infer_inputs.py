@@ -15,6 +15,8 @@ input type     what it is                                                    tes
 ``shards``     a shard directory (``<split>/shard-*.tar``), a ``data.list``   one a split
                / ``*.list`` of tar paths, or one ``.tar``
 ``test-sets``  MooER's test layout ``<dir>/<set>/{data.list, text}``          one a set
+``audio``      one audio file (.wav .flac .mp3 .ogg .opus .m4a); its key is   one
+               the file name without extension
 =============  ============================================================  ==========
 
 Shards are read with :func:`mooer_data.shard_format.iter_shard` when they are ours
@@ -45,9 +47,11 @@ from mooer_data.shards import SegmentSource, read_segment
 from mooer_data.shards import _resample as resample_to_16k  # the shard writer's resampler, so both paths agree
 
 SAMPLE_RATE = 16000
-INPUT_TYPES = ("auto", "wav-scp", "manifest", "shards", "test-sets")
 # What a WeNet/MooER shard may hold as audio (soundfile decodes all of these).
 WENET_AUDIO = ("wav", "flac", "opus", "ogg", "mp3")
+# A source file with one of these suffixes is one utterance, not a list to parse as text.
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+INPUT_TYPES = ("auto", "wav-scp", "manifest", "shards", "test-sets", "audio")
 
 
 class InputError(ValueError):
@@ -79,6 +83,9 @@ class TestSet:
 
     name: str
     items: Callable[[], Iterator[Item]] = field(repr=False)  # a fresh pass each call
+    # The files the set is read from (lists, labels, shards, audio): a rerun stamps their
+    # size and mtime, so a regenerated input is decoded again rather than reused.
+    files: tuple[Path, ...] = ()
 
 
 def reference_field(task: str) -> str:
@@ -99,12 +106,14 @@ def _lines(path: Path) -> list[tuple[int, str]]:
 
 
 def read_label_file(path: str | os.PathLike) -> dict[str, str]:
-    """A Kaldi ``text`` file: ``uttid label`` lines (a key alone means an empty label)."""
+    """A Kaldi ``text`` file: ``uttid label`` lines (a key alone means an empty label).
+
+    The key ends at the first run of spaces or tabs; the label keeps its inner spaces.
+    """
     path = Path(path)
     labels: dict[str, str] = {}
     for number, line in _lines(path):
-        key, _, label = line.partition(" ") if " " in line else line.partition("\t")
-        key, label = key.strip(), label.strip()
+        key, label = (line.split(maxsplit=1) + [""])[:2]
         if key in labels:
             raise InputError(f"{path} line {number}: expected each uttid once, found {key!r} again")
         labels[key] = label
@@ -189,8 +198,15 @@ def _bytes_duration(data: bytes) -> float:
 # --------------------------------------------------------------------------------------
 # wav.scp
 # --------------------------------------------------------------------------------------
-def wav_list_set(path: Path, name: str, labels: dict[str, str] | None, task: str) -> TestSet:
+def wav_list_set(path: Path, name: str, labels: dict[str, str] | None, task: str,
+                 label_file: Path | None = None) -> TestSet:
     entries = parse_wav_list(path)  # parsed now, so a bad line fails before any decoding
+    return audio_files_set(name, entries, labels, task, (path, *([label_file] if label_file else [])))
+
+
+def audio_files_set(name: str, entries: Sequence[tuple[str, Path]], labels: dict[str, str] | None, task: str,
+                    lists: Sequence[Path] = ()) -> TestSet:
+    """A set of whole audio files, ``(key, path)`` each (``lists``: the files naming them)."""
     target = reference_field(task)
 
     def items() -> Iterator[Item]:
@@ -204,7 +220,7 @@ def wav_list_set(path: Path, name: str, labels: dict[str, str] | None, task: str
                 setattr(utterance, target, labels[key])
             yield utterance
 
-    return TestSet(name, items)
+    return TestSet(name, items, (*lists, *(audio for _, audio in entries)))
 
 
 # --------------------------------------------------------------------------------------
@@ -243,7 +259,9 @@ def manifest_sets(path: Path, split: str | None = None) -> list[TestSet]:
 
         return items
 
-    return [TestSet(name, items_of(rows)) for name, rows in sorted(by_split.items())]
+    # The manifest's tables (the audio they point at is never edited in place: the design's stage contract).
+    tables = tuple(sorted(p for p in path.glob("*.parquet")))
+    return [TestSet(name, items_of(rows), tables) for name, rows in sorted(by_split.items())]
 
 
 # --------------------------------------------------------------------------------------
@@ -340,7 +358,9 @@ def _bytes_reader(data: bytes) -> Callable[[], np.ndarray]:
     return lambda: decode_bytes(data)
 
 
-def shard_list_set(name: str, shards: Sequence[Path], task: str, labels: dict[str, str] | None = None) -> TestSet:
+def shard_list_set(name: str, shards: Sequence[Path], task: str, labels: dict[str, str] | None = None,
+                   lists: Sequence[Path] = ()) -> TestSet:
+    """A set read from ``shards`` in order (``lists``: the data.list / text files naming them)."""
     target = reference_field(task)
 
     def items() -> Iterator[Item]:
@@ -350,7 +370,7 @@ def shard_list_set(name: str, shards: Sequence[Path], task: str, labels: dict[st
                     item = replace(item, **{target: labels[item.key]})
                 yield item
 
-    return TestSet(name, items)
+    return TestSet(name, items, (*lists, *shards))
 
 
 def shard_dir_sets(path: Path, task: str, split: str | None = None) -> list[TestSet]:
@@ -358,7 +378,7 @@ def shard_dir_sets(path: Path, task: str, split: str | None = None) -> list[Test
     splits = sorted({p.parent.name for p in path.glob("*/shard-*.tar")})
     if not splits:
         if (path / DATA_LIST).is_file():
-            return [shard_list_set(path.name, read_tar_list(path / DATA_LIST), task)]
+            return [shard_list_set(path.name, read_tar_list(path / DATA_LIST), task, lists=[path / DATA_LIST])]
         raise InputError(f"{path}: expected shards at <split>/shard-*.tar or a {DATA_LIST}, found neither")
     if split is not None:
         if split not in splits:
@@ -373,8 +393,10 @@ def layout_test_sets(path: Path, task: str) -> list[TestSet]:
     for directory in sorted(p for p in path.iterdir() if p.is_dir()):
         if not (directory / DATA_LIST).is_file():
             continue
-        labels = read_label_file(directory / "text") if (directory / "text").is_file() else None
-        sets.append(shard_list_set(directory.name, read_tar_list(directory / DATA_LIST), task, labels))
+        text = directory / "text"
+        labels = read_label_file(text) if text.is_file() else None
+        lists = [directory / DATA_LIST, *([text] if labels is not None else [])]
+        sets.append(shard_list_set(directory.name, read_tar_list(directory / DATA_LIST), task, labels, lists))
     if not sets:
         raise InputError(f"{path}: expected test set directories <set>/{DATA_LIST}, found none")
     return sets
@@ -391,6 +413,8 @@ def detect_input_type(path: str | os.PathLike) -> str:
     if path.is_file():
         if path.name.endswith((".tar", ".tar.gz")):
             return "shards"
+        if path.suffix.lower() in AUDIO_SUFFIXES:
+            return "audio"
         lines = _lines(path)
         if lines and lines[0][1].endswith((".tar", ".tar.gz")):
             return "shards"
@@ -418,6 +442,10 @@ def open_input(path: str | os.PathLike, input_type: str = "auto", task: str = "a
         raise InputError(f"{path}: expected a {kind} input, found nothing there")
     if split is not None and not (kind in ("manifest", "shards") and path.is_dir()):
         raise InputError(f"--split: expected a manifest or shard directory (they have splits), found a {kind} input {path}")
+    if kind == "audio":
+        if not path.is_file():
+            raise InputError(f"{path}: expected an audio file ({', '.join(AUDIO_SUFFIXES)}), found a directory")
+        return [audio_files_set(path.stem or "audio", [(path.stem, path)], None, task)]
     if kind == "wav-scp":
         scp = path / "wav.scp" if path.is_dir() else path
         if not scp.is_file():
@@ -425,7 +453,7 @@ def open_input(path: str | os.PathLike, input_type: str = "auto", task: str = "a
         text = scp.parent / "text"  # the Kaldi data directory convention
         labels = read_label_file(text) if text.is_file() and text != scp else None
         name = scp.parent.name if path.is_dir() or scp.name == "wav.scp" else scp.stem
-        return [wav_list_set(scp, name or "wav", labels, task)]
+        return [wav_list_set(scp, name or "wav", labels, task, text if labels is not None else None)]
     if kind == "manifest":
         try:
             return manifest_sets(path, split)

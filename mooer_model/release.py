@@ -136,6 +136,14 @@ def _check_shapes(where: str, expected: Mapping[str, Tensor], found: Mapping[str
 # --------------------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------------------
+def check_task_dir(task_dir: str) -> None:
+    """Refuse a task directory name that is not one plain name: ``a/b``, ``..`` or ``.``
+    would write the export (and replace a directory) outside the release."""
+    if not isinstance(task_dir, str) or not task_dir or "/" in task_dir or "\\" in task_dir or task_dir in (".", ".."):
+        raise CheckpointError(f"task_dir: expected a plain directory name such as asr, ast or asr_ast_mtl, "
+                              f"found {task_dir!r}")
+
+
 def export_release(model, out_dir, task_dir: str = "asr") -> Path:
     """Write ``model`` in MooER's release layout under ``out_dir`` (see the module doc).
 
@@ -147,6 +155,7 @@ def export_release(model, out_dir, task_dir: str = "asr") -> Path:
     from peft import PeftModel
 
     out_dir = Path(out_dir)
+    check_task_dir(task_dir)
     config: ModelConfig = model.config
     if config.cmvn_file is None:
         raise CheckpointError("expected a model with a cmvn_file (am.mvn) to export, found cmvn_file=None")

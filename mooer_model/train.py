@@ -40,7 +40,7 @@ from mooer_model.data import ShardLoader, make_loader
 from mooer_model.device import distributed_backend, resolve_device
 from mooer_model.errors import CheckpointError
 from mooer_model.metrics import MetricsLog, Window
-from mooer_model.train_config import RunConfig, check_paths, run_config_to_dict, to_deepspeed_dict
+from mooer_model.train_config import RunConfig, check_paths, resolve_input_paths, run_config_to_dict, to_deepspeed_dict
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,9 @@ def setup_data(run: RunConfig, tokenizer, dist: Dist) -> tuple[ShardLoader, Shar
     train_loader = make_loader(run.data.loader_config(cmvn, template), tokenizer, dist.rank, dist.world_size)
     valid_loader = None
     if run.data.has_validation and run.train.eval_every > 0:
-        valid_loader = make_loader(run.data.loader_config(cmvn, template, valid=True), tokenizer, dist.rank, dist.world_size)
+        # Evaluation needs no data on every rank (see evaluate): a one-shard dev split on 8 GPUs is fine.
+        valid_loader = make_loader(run.data.loader_config(cmvn, template, valid=True), tokenizer, dist.rank,
+                                   dist.world_size, allow_idle_ranks=True)
     return train_loader, valid_loader
 
 
@@ -268,6 +270,7 @@ def train(run: RunConfig) -> TrainResult:
     """Train ``run`` to ``train.max_steps`` (or ``max_epochs``); see the module docstring."""
     cfg = run.train
     check_paths(run)
+    run = resolve_input_paths(run)  # config.yaml and checkpoints are read from other directories
     with distributed(cfg.device) as dist:
         return _train(run, dist)
 

@@ -16,6 +16,7 @@ starts, and names every missing one at once.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -357,14 +358,24 @@ def dump_run_config(run: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(run_config_to_dict(run), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
+# The fields of a run that name files it reads (checked by check_paths, made absolute by
+# resolve_input_paths). train.resume is read too, but checked by the checkpoint code.
+INPUT_PATHS = ("data.shards", "data.valid_shards", "model.cmvn_file", "model.llm.path", "model.llm.tokenizer",
+               "model.encoder.checkpoint", "model.init_from")
+
+
+def _field_owner(run: RunConfig, dotted: str) -> tuple[Any, str]:
+    *parents, name = dotted.split(".")
+    owner: Any = run
+    for parent in parents:
+        owner = getattr(owner, parent)
+    return owner, name
+
+
 def check_paths(run: RunConfig) -> None:
     """Raise a ConfigError naming every input path of ``run`` that does not exist (train time)."""
     model, data = run.model, run.data
-    wanted = {
-        "data.shards": data.shards, "data.valid_shards": data.valid_shards, "model.cmvn_file": model.cmvn_file,
-        "model.llm.path": model.llm.path, "model.llm.tokenizer": model.llm.tokenizer,
-        "model.encoder.checkpoint": model.encoder.checkpoint, "model.init_from": model.init_from,
-    }
+    wanted = {name: getattr(*_field_owner(run, name)) for name in INPUT_PATHS}
     missing = [f"{name}: expected a file or directory, found nothing at {value}"
                for name, value in wanted.items() if value is not None and not Path(value).exists()]
     if data.shards is None:
@@ -373,6 +384,24 @@ def check_paths(run: RunConfig) -> None:
         missing.append(f"model.cmvn_file: data.features={data.features!r} applies CMVN: expected an am.mvn, found None")
     if missing:
         raise ConfigError("cannot start training:\n  " + "\n  ".join(missing))
+
+
+def resolve_input_paths(run: RunConfig) -> RunConfig:
+    """A copy of ``run`` whose existing relative input paths (:data:`INPUT_PATHS`, and
+    ``train.resume``) are absolute.
+
+    The run's config is saved into ``config.yaml`` and every checkpoint, and read back by
+    export, decoding and resume, often from another working directory, where a path
+    relative to the training one would dangle. Paths that do not exist are kept as given
+    (:func:`check_paths` reports them).
+    """
+    resolved = copy.deepcopy(run)
+    for name in (*INPUT_PATHS, "train.resume"):
+        owner, attribute = _field_owner(resolved, name)
+        value = getattr(owner, attribute)
+        if value is not None and not Path(value).is_absolute() and Path(value).exists():
+            setattr(owner, attribute, str(Path(value).resolve()))
+    return resolved
 
 
 # --------------------------------------------------------------------------------------

@@ -94,6 +94,26 @@ def test_plain_path_list_and_odd_lines(tmp_path):
         open_input(tmp_path / "list.txt", input_type="kaldi")
 
 
+def test_label_files_split_on_the_first_run_of_spaces_or_tabs(tmp_path):
+    (tmp_path / "text").write_text("utt1\tHELLO WORLD\nutt2  ni hao  ma\nutt3 \t 你好\tworld\nutt4\n")
+    assert read_label_file(tmp_path / "text") == {"utt1": "HELLO WORLD", "utt2": "ni hao  ma", "utt3": "你好\tworld", "utt4": ""}
+
+
+def test_one_audio_file_is_a_one_utterance_set(tmp_path):
+    sf.write(tmp_path / "greeting.wav", tone(0.6, 2), RATE, subtype="PCM_16")
+    sf.write(tmp_path / "other.FLAC", tone(0.3, 3), RATE)
+    assert detect_input_type(tmp_path / "greeting.wav") == "audio"
+    [test_set] = open_input(tmp_path / "greeting.wav")
+    [utterance], rejects = items_of(test_set)
+    assert (test_set.name, utterance.key, rejects) == ("greeting", "greeting", [])
+    np.testing.assert_array_equal(utterance.read(), tone(0.6, 2).astype(np.float32) / 32768)
+    [flac_set] = open_input(tmp_path / "other.FLAC")
+    assert [u.key for u in items_of(flac_set)[0]] == ["other"]
+    (tmp_path / "fake.mp3").write_bytes(b"not audio at all")
+    [fake_set] = open_input(tmp_path / "fake.mp3")
+    assert [r.key for r in items_of(fake_set)[1]] == ["fake"]  # a reject with its reason, not a text-parse error
+
+
 # --------------------------------------------------------------------------------------
 # manifests
 # --------------------------------------------------------------------------------------
@@ -534,6 +554,37 @@ def test_cli_end_to_end_on_a_shard_dir(release, shard_dir, tmp_path):
     refs = [r["ref"] for r in read_jsonl(tmp_path / "ref-out" / "test" / RESULTS_FILE)]
     assert sorted(refs) == ["今天", "你好"]
     assert [(s["metric"], s["utterances"]) for s in json.loads((tmp_path / "ref-out" / SCORES_JSON).read_text())["scores"]] == [("CER", 2)]
+
+
+def test_cli_decodes_again_after_a_reexport_or_a_rewritten_input(release, tmp_path):
+    import shutil
+
+    import torch
+    from typer.testing import CliRunner
+
+    from mooer_model.infer_cli import app
+
+    release_dir, llm_dir = release
+    model_dir = shutil.copytree(release_dir, tmp_path / "model")
+    audio = tmp_path / "clip.wav"
+    sf.write(audio, tone(0.5, 4), RATE, subtype="PCM_16")
+    arguments = [str(audio), "--out", str(tmp_path / "out"), "--model-dir", str(model_dir), "--llm-dir", str(llm_dir),
+                 "--device", "cpu", "--beams", "1", "--max-new-tokens", "4", "--quiet", "--no-score"]
+
+    def decode() -> str:
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "reusing" not in decode()
+    assert "clip: reusing 1 results" in decode()  # nothing changed
+    adapter = model_dir / "asr" / "adapter_project.pt"  # a re-export into the same --model-dir
+    project = torch.load(adapter, weights_only=True)
+    torch.save({key: value + 0.25 for key, value in project.items()}, adapter)
+    assert "reusing" not in decode()
+    assert "clip: reusing 1 results" in decode()
+    sf.write(audio, tone(0.7, 5), RATE, subtype="PCM_16")  # a regenerated input
+    assert "reusing" not in decode()
 
 
 @pytest.mark.parametrize("arguments, message", [

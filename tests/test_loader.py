@@ -226,6 +226,20 @@ def test_a_rank_without_shards_is_an_error_naming_it(tones, cmvn, tokenizer, cap
     assert len(keys) == len(set(keys)) == 6
 
 
+def test_idle_ranks_allowed_for_evaluation_get_no_batches(tones, cmvn, tokenizer):
+    # A one-shard dev split on two ranks: evaluation accepts it; rank 1 reads nothing, rank 0 everything.
+    root, samples = tones
+    one = [sorted((root / "train").glob("*.tar"))[0]]
+    idle = make_loader(config(one, cmvn, rank=1, world_size=2, num_workers=2, features="waveform"), tokenizer,
+                       allow_idle_ranks=True)
+    assert list(idle) == []
+    alone = make_loader(config(one, cmvn, rank=0, world_size=2, num_workers=0, features="waveform"), tokenizer,
+                        allow_idle_ranks=True)
+    everything = make_loader(config(one, cmvn, num_workers=0, features="waveform"), tokenizer)
+    keys = sorted(key for batch in alone for key in batch["keys"])
+    assert keys and keys == sorted(key for batch in everything for key in batch["keys"])
+
+
 def test_ast_and_mtl_skip_and_count_samples_without_their_labels(tmp_path, cmvn, tokenizer):
     extra = [{"id": "tone-00-notrans", "audio": tone(1.0, 5), "text": "NO▁TRANSLATION"},
              {"id": "tone-00-notext", "audio": tone(1.0, 6), "text": "", "translation": "no text"}]

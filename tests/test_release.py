@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -148,6 +149,13 @@ def test_exporting_a_second_task_keeps_the_first(trained, tmp_path):
     names = files_under(tmp_path / "rel")
     assert {"asr/adapter_project.pt", "ast/adapter_project.pt", "ast/lora_weights/adapter_model.safetensors"} <= names
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
+
+
+@pytest.mark.parametrize("task_dir", ["", "..", ".", "asr/extra", "..\\asr"])
+def test_a_task_dir_that_is_not_one_plain_name_is_refused_before_writing(trained, tmp_path, task_dir):
+    with pytest.raises(CheckpointError, match=f"task_dir: expected a plain directory name .*found {re.escape(repr(task_dir))}"):
+        export_release(trained, tmp_path / "deep" / "rel", task_dir)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_task_directory_is_accepted_as_the_release(exported, trained, features):

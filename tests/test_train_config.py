@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from mooer_model.cli import app
 from mooer_model.config import ConfigError
 from mooer_model.train_config import (
-    RunConfig, check_paths, load_run_config, run_config_from_dict, run_config_to_dict, to_deepspeed_dict,
+    RunConfig, check_paths, load_run_config, resolve_input_paths, run_config_from_dict, run_config_to_dict,
+    to_deepspeed_dict,
 )
 
 TRAIN_CONFIGS = Path(__file__).resolve().parents[1] / "pipelines" / "train"
@@ -132,6 +133,28 @@ def test_paths_are_checked_at_train_time_all_at_once(tmp_path):
         check_paths(no_shards)
 
 
+def test_existing_relative_input_paths_become_absolute(tmp_path, monkeypatch):
+    for name in ("shards", "dev", "qwen", "tok", "init", "ckpt"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "am.mvn").write_text("placeholder", encoding="utf-8")
+    (tmp_path / "encoder.pth").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    run = load_run_config(TRAIN_CONFIGS / "mt5k.yaml", [
+        "data.valid_split=null", "data.valid_shards=dev", "model.llm.path=qwen", "model.llm.tokenizer=./tok", "model.cmvn_file=am.mvn",
+        "model.encoder.checkpoint=encoder.pth", "model.init_from=init", "train.resume=ckpt", "train.output_dir=out"],
+        shards="shards")
+    resolved = resolve_input_paths(run)
+    saved = run_config_to_dict(resolved)
+    assert (saved["data"]["shards"], saved["data"]["valid_shards"]) == (str(tmp_path / "shards"), str(tmp_path / "dev"))
+    assert (saved["model"]["llm"]["path"], saved["model"]["llm"]["tokenizer"]) == (str(tmp_path / "qwen"), str(tmp_path / "tok"))
+    assert (saved["model"]["cmvn_file"], saved["model"]["encoder"]["checkpoint"]) == (str(tmp_path / "am.mvn"), str(tmp_path / "encoder.pth"))
+    assert (saved["model"]["init_from"], saved["train"]["resume"]) == (str(tmp_path / "init"), str(tmp_path / "ckpt"))
+    assert saved["train"]["output_dir"] == "out"  # an output, not an input: written where the run says
+    assert run.model.cmvn_file == "am.mvn", "the caller's config was changed in place"
+    # a missing path stays as given, for check_paths to name
+    assert resolve_input_paths(load_run_config(None, shards="absent")).data.shards == "absent"
+
+
 def test_loader_settings_for_training_and_validation(tmp_path):
     cmvn = tmp_path / "am.mvn"
     cmvn.write_text("placeholder", encoding="utf-8")  # LoaderConfig checks only that it exists
@@ -203,6 +226,19 @@ def test_cli_config_errors_exit_2_with_one_message_and_no_traceback(tmp_path):
     assert "Traceback" not in result.output
     missing = runner.invoke(app, ["--shards", str(tmp_path / "nowhere"), "--config", str(TRAIN_CONFIGS / "mt5k.yaml")])
     assert missing.exit_code == 2 and "cannot start training" in missing.output and "Traceback" not in missing.output
+
+
+def test_cli_os_errors_while_training_exit_2_with_the_message(tmp_path):
+    # Inputs exist (check_paths passes), but the output directory cannot be made: a file is in the way.
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "am.mvn").write_text("placeholder", encoding="utf-8")
+    (tmp_path / "blocker").write_text("a file, not a directory", encoding="utf-8")
+    result = runner.invoke(app, ["--shards", str(tmp_path), "--config", str(TRAIN_CONFIGS / "tiny.yaml"),
+                                 "--set", f"model.llm.tokenizer={tmp_path / 'tokenizer'}",
+                                 "--set", f"model.cmvn_file={tmp_path / 'am.mvn'}",
+                                 "--set", f"train.output_dir={tmp_path / 'blocker' / 'run'}"])
+    assert result.exit_code == 2, result.output
+    assert "error: " in result.output and "blocker" in result.output and "Traceback" not in result.output
 
 
 def test_cli_export_of_a_missing_checkpoint_exits_2(tmp_path):

@@ -213,6 +213,22 @@ def test_resuming_with_batches_made_differently_is_refused(overfit, corpus, tmp_
         train(changed)
 
 
+def test_relative_input_paths_are_saved_absolute_and_export_works_from_elsewhere(corpus, tmp_path, monkeypatch):
+    # The run starts where its inputs are, by relative paths; the export runs from another directory.
+    root = corpus.shards.parent
+    monkeypatch.chdir(root)
+    relative = [f"model.llm.tokenizer={corpus.tokenizer.relative_to(root)}", f"model.cmvn_file={corpus.cmvn.relative_to(root)}",
+                f"train.output_dir={tmp_path / 'run'}", "train.progress_bar=false", "train.tensorboard=false",
+                "train.max_steps=1", "train.save_every=0"]
+    result = train(load_run_config(TINY, relative, shards="shards"))
+    saved = yaml.safe_load((result.output_dir / "config.yaml").read_text())
+    assert saved["data"]["shards"] == str(corpus.shards)
+    assert (saved["model"]["llm"]["tokenizer"], saved["model"]["cmvn_file"]) == (str(corpus.tokenizer), str(corpus.cmvn))
+    assert yaml.safe_load((result.checkpoint / "config.yaml").read_text()) == saved
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["export", str(result.checkpoint), str(tmp_path / "release")]).exit_code == 0
+
+
 # --------------------------------------------------------------------------------------
 # Export: same outputs from the checkpoint and from MooER's layout
 # --------------------------------------------------------------------------------------
@@ -293,15 +309,19 @@ def test_two_ranks_stay_in_sync_and_end_each_epoch_together(corpus, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                *cli_command(corpus, output_dir, "train.max_steps=4", "train.grad_accum=2", "train.log_every=1",
                             "train.save_every=2", "optim.lr=1.0e-2", "optim.warmup_steps=2", "optim.warmup_type=linear",
-                            "data.max_frames=30", "data.max_duration=1.7", "model.llm.gradient_checkpointing=true")[1:]]
+                            "data.max_frames=30", "data.max_duration=1.7", "model.llm.gradient_checkpointing=true",
+                            # one held-out shard for two ranks: rank 1 evaluates nothing, and that is fine
+                            f"data.valid_shards={corpus.shards / 'dev' / 'shard-000000.tar'}", "train.eval_every=2")[1:]]
     command[command.index("--shards") + 1] = str(corpus.uneven)
     done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rank0, rank1 = records(output_dir), records(output_dir, "metrics.rank1.jsonl")
-    steps0, steps1 = [r for r in rank0 if "loss" in r], [r for r in rank1 if "loss" in r]
+    steps0, steps1 = [r for r in rank0 if "lr" in r], [r for r in rank1 if "lr" in r]  # training records, not validation
     assert [r["step"] for r in steps0] == [r["step"] for r in steps1] == [1, 2, 3, 4]
     assert [r["epoch"] for r in steps0] == [r["epoch"] for r in steps1] == [0, 1, 2, 3]  # one step an epoch
     assert [r["loss"] for r in steps0] == [r["loss"] for r in steps1]  # the all-reduced, global loss
+    valid = [r for r in rank0 if r.get("split") == "valid"]
+    assert [r["step"] for r in valid] == [2, 4] and all(r["tokens"] > 0 for r in valid)
     assert all(x["keys_digest"] != y["keys_digest"] for x, y in zip(steps0, steps1))  # each rank its own data
     # ZeRO-2 keeps a full parameter copy per rank: identical at the start and after training.
     start0, end0 = [r for r in rank0 if "event" in r]
