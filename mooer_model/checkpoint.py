@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mooer_model.errors import CheckpointError
+from mooer_model.weights import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -264,10 +265,7 @@ def read_trainables(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     path = Path(checkpoint) / MODEL_STATES
     if not path.is_file():
         raise CheckpointError(f"expected DeepSpeed's {MODEL_STATES} in {checkpoint}, found nothing")
-    try:
-        content: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle of anything but tensors and plain data is refused here
-        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({type(error).__name__}: {error})") from None
+    content: Any = load_weights_only(path, "DeepSpeed's model states (tensors and plain data)")
     module = content.get("module") if isinstance(content, dict) else None
     if not isinstance(module, dict) or not module:
         raise CheckpointError(f"{path}: expected a 'module' state dict, found {type(module).__name__}")

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mooer_model.config import EncoderConfig
 from mooer_model.errors import CheckpointError
+from mooer_model.weights import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,7 @@ def read_encoder_state(path: str | os.PathLike, mmap: bool = False) -> dict[str,
     """The encoder's tensors from ``path`` (a plain state dict, weights_only, no code run),
     with a leading ``encoder.`` stripped (a full funasr Paraformer ``model.pt`` works; its
     decoder / predictor keys are dropped)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise CheckpointError(f"expected an encoder checkpoint at {path}, found no such file") from None
-    except Exception as error:  # an unpickling refusal or a damaged file
-        raise CheckpointError(f"{path}: expected a plain state dict of tensors (loaded with weights_only=True), "
-                              f"found an unreadable file ({type(error).__name__}: {error})") from None
+    state = load_weights_only(path, "an encoder checkpoint (a plain state dict of tensors)", mmap=mmap)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), found {type(state).__name__}")
     if any(key.startswith(_PREFIX) for key in state):

@@ -42,6 +42,7 @@ from mooer_model.config import (AdapterConfig, ConfigError, EncoderConfig, LlmCo
                                 from_dict, to_dict, with_overrides)
 from mooer_model.encoder import check_encoder_state, encoder_shape_from_state, read_encoder_state
 from mooer_model.errors import CheckpointError
+from mooer_model.weights import load_weights_only
 from mooer_model.frontend import CmvnFormatError, load_cmvn
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,7 @@ def _need_file(path: Path, what: str) -> Path:
 def _load_tensors(path: Path, mmap: bool = False) -> dict[str, Tensor]:
     """A ``torch.save``'d dict of tensors, unpickled with ``weights_only=True``: a file that
     would run code (or hold anything but tensors and containers) is refused."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise CheckpointError(f"expected {path}, found no such file") from None
-    except Exception as error:
-        raise CheckpointError(f"{path}: expected a plain dict of tensors (loaded with weights_only=True, no code run), "
-                              f"found a file that cannot be loaded that way ({type(error).__name__}: {error})") from None
+    state = load_weights_only(path, "a plain dict of tensors", mmap=mmap)
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
     return dict(state)
