@@ -78,6 +78,19 @@ def _unlabelled_hours(build: "Build") -> float:
     return sum(h for s, h in build.recipe.budgets_hours.items() if s in sources) / build.part.count
 
 
+def _provider_chain(kind: str, chain, estimate, lines: list[str], costs: list[str]) -> None:
+    """Readiness of each provider of a chain (primary, then fallbacks) and its cost estimate."""
+    for position, name in enumerate(chain.names):
+        role = "primary" if position == 0 else f"fallback {position}"
+        try:
+            provider = _provider(kind, name, chain.settings)
+        except ValueError as error:
+            lines.append(f"{role} {name}: cannot be loaded: {error}")
+            continue
+        lines.append(f"{role} {name}: {_readiness(provider)}")
+        costs.append(estimate(provider, name, role))
+
+
 def _pseudolabel(build: "Build") -> tuple[list[str], list[str]]:
     from .pseudolabel import select_items
 
@@ -94,17 +107,12 @@ def _pseudolabel(build: "Build") -> tuple[list[str], list[str]]:
     costs = []
     if not recipe.asr.names:
         return lines + ["no providers.asr: nothing is sent"], costs
-    for position, name in enumerate(recipe.asr.names):
-        role = "primary" if position == 0 else f"fallback {position}"
-        try:
-            provider = _provider("asr", name, recipe.asr.settings)
-        except ValueError as error:
-            lines.append(f"{role} {name}: cannot be loaded: {error}")
-            continue
+    def estimate(provider, name: str, role: str) -> str:
         cost = sum(provider.estimate_cost(i) for i in items) if items is not None else hours * provider.price("price_per_hour")
-        lines.append(f"{role} {name}: {_readiness(provider)}")
-        costs.append(f"pseudolabel via {name} ({role}): {cost:.2f} if it labels everything ({hours:.4f} h at "
-                     f"{provider.price('price_per_hour')} per hour)")
+        return (f"pseudolabel via {name} ({role}): {cost:.2f} if it labels everything ({hours:.4f} h at "
+                f"{provider.price('price_per_hour')} per hour)")
+
+    _provider_chain("asr", recipe.asr, estimate, lines, costs)
     lines.append(f"-> {build.layout.pseudo(part)} (ledger: already-paid items are never sent again)")
     return lines, costs
 
@@ -131,17 +139,12 @@ def _translate(build: "Build") -> tuple[list[str], list[str]]:
     costs = []
     if not recipe.mt.names:
         return lines + ["no providers.mt: nothing is translated (an ASR-only build)"], costs
-    for position, name in enumerate(recipe.mt.names):
-        role = "primary" if position == 0 else f"fallback {position}"
-        try:
-            provider = _provider("mt", name, recipe.mt.settings)
-        except ValueError as error:
-            lines.append(f"{role} {name}: cannot be loaded: {error}")
-            continue
+    def estimate(provider, name: str, role: str) -> str:
         cost = provider.estimate_cost(texts) if texts is not None else chars / 1e6 * provider.price("price_per_million_chars")
-        lines.append(f"{role} {name}: {_readiness(provider)}")
-        costs.append(f"translate via {name} ({role}): {cost:.2f} if it translates everything ({chars} characters at "
-                     f"{provider.price('price_per_million_chars')} per million)")
+        return (f"translate via {name} ({role}): {cost:.2f} if it translates everything ({chars} characters at "
+                f"{provider.price('price_per_million_chars')} per million)")
+
+    _provider_chain("mt", recipe.mt, estimate, lines, costs)
     lines.append(f"-> {build.layout.labelled(part)}")
     return lines, costs
 
